@@ -1,0 +1,163 @@
+"""Tiny, randomly initialised models of the real architectures, built offline.
+
+`python -m socioreasoner.tiny --out DIR` writes
+
+- `DIR/qwen2_5_vl/`: a `Qwen2_5_VLForConditionalGeneration` with a few small layers, Qwen's
+  real tokenizer (see `qwen_tokenizer`) and the Qwen2-VL image processor (patch 14, merge 2);
+- `DIR/sam2/`: a `Sam2Model` (Hiera backbone, FPN neck, prompt encoder, two-way mask decoder)
+  with small widths and a 256-px input, plus its `preprocessor_config.json`.
+
+Everything downstream loads them by path with the same `from_pretrained` calls that load
+`Qwen/Qwen2.5-VL-3B-Instruct` and `facebook/sam2-hiera-large`. Builds are deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Sam2Config, Sam2Model
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from socioreasoner.qwen_processor import QwenImageProcessor
+from socioreasoner.qwen_tokenizer import QWEN_CHAT_TEMPLATE, build_qwen_tokenizer
+
+logger = logging.getLogger(__name__)
+
+QWEN_VOCAB_SIZE = 151_936  # Qwen2.5-VL-3B's embedding rows (151,665 tokens, padded)
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def tiny_qwen_config(hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL config with the real structure and special-token ids, at toy widths."""
+    heads = 4
+    head_dim = hidden_size // heads
+    unit = head_dim // 16  # mrope sections (t, h, w) add up to head_dim / 2; 3B: [16, 24, 24]
+    return Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=QWEN_VOCAB_SIZE,
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
+                             "mrope_section": [2 * unit, 3 * unit, 3 * unit]},
+            bos_token_id=151643,
+            eos_token_id=151645,
+            pad_token_id=151643,
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=hidden_size,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[vision_depth - 1],
+        ),
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_qwen(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 56,
+                    max_pixels: int = 448 * 448, **config_kwargs) -> Path:
+    """Write a tiny Qwen2.5-VL (model + processor) to `out_dir`."""
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(tiny_qwen_config(**config_kwargs))
+    model.generation_config.eos_token_id = [151645, 151643]
+    model.generation_config.pad_token_id = 151643
+    model.save_pretrained(out_dir)
+    tokenizer = build_qwen_tokenizer()
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size=14, merge_size=2,
+        temporal_patch_size=2,
+    )
+    QwenImageProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                       chat_template=QWEN_CHAT_TEMPLATE).save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_sam2_config(image_size: int = 256, hidden_size: int = 32) -> Sam2Config:
+    """A SAM2 config (Hiera + FPN + prompt encoder + mask decoder) at toy widths."""
+    s = image_size
+    return Sam2Config(
+        vision_config=dict(
+            backbone_config=dict(
+                image_size=[s, s],
+                hidden_size=16,
+                num_attention_heads=1,
+                blocks_per_stage=[1, 1, 2, 1],
+                embed_dim_per_stage=[16, 32, 64, 128],
+                num_attention_heads_per_stage=[1, 1, 2, 2],
+                window_size_per_stage=[8, 4, 8, 4],
+                global_attention_blocks=[3],
+                window_positional_embedding_background_size=[4, 4],
+            ),
+            backbone_channel_list=[128, 64, 32, 16],
+            backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
+            fpn_hidden_size=hidden_size,
+        ),
+        prompt_encoder_config=dict(hidden_size=hidden_size, image_size=s, patch_size=16),
+        mask_decoder_config=dict(hidden_size=hidden_size, mlp_dim=2 * hidden_size, num_attention_heads=2,
+                                 iou_head_hidden_dim=hidden_size),
+    )
+
+
+def write_sam2_preprocessor_config(out_dir: Path, image_size: int) -> None:
+    """The fields of SAM2's `preprocessor_config.json` that `SamSegmenter` reads."""
+    config = {
+        "image_processor_type": "Sam2ImageProcessorFast",
+        "size": {"height": image_size, "width": image_size},
+        "mask_size": {"height": image_size // 4, "width": image_size // 4},
+        "image_mean": IMAGENET_MEAN,
+        "image_std": IMAGENET_STD,
+        "do_normalize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_resize": True,
+        "resample": 2,
+    }
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+
+
+def build_tiny_sam2(out_dir: str | Path, seed: int = 0, image_size: int = 256) -> Path:
+    """Write a tiny SAM2 (model + preprocessor config) to `out_dir`."""
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    Sam2Model(tiny_sam2_config(image_size)).save_pretrained(out_dir)
+    write_sam2_preprocessor_config(out_dir, image_size)
+    return out_dir
+
+
+def build_tiny_models(out: str | Path, seed: int = 0) -> dict[str, Path]:
+    out = Path(out)
+    return {
+        "qwen2_5_vl": build_tiny_qwen(out / "qwen2_5_vl", seed=seed),
+        "sam2": build_tiny_sam2(out / "sam2", seed=seed),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory to write qwen2_5_vl/ and sam2/ into")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = build_tiny_models(args.out, seed=args.seed)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
