@@ -114,6 +114,21 @@ def tiny_sam2_config(image_size: int = 256, hidden_size: int = 32) -> Sam2Config
     )
 
 
+def sam2_hiera_large_config() -> Sam2Config:
+    """The architecture of `facebook/sam2-hiera-large` (for random-weight benchmarks on a GPU)."""
+    return Sam2Config(
+        vision_config=dict(
+            backbone_config=dict(
+                hidden_size=144, num_attention_heads=2, blocks_per_stage=[2, 6, 36, 4],
+                embed_dim_per_stage=[144, 288, 576, 1152], num_attention_heads_per_stage=[2, 4, 8, 16],
+                window_size_per_stage=[8, 4, 16, 8], global_attention_blocks=[23, 33, 43],
+                window_positional_embedding_background_size=[7, 7],
+            ),
+            backbone_channel_list=[1152, 576, 288, 144],
+        ),
+    )
+
+
 def write_sam2_preprocessor_config(out_dir: Path, image_size: int) -> None:
     """The fields of SAM2's `preprocessor_config.json` that `SamSegmenter` reads."""
     config = {
@@ -131,12 +146,13 @@ def write_sam2_preprocessor_config(out_dir: Path, image_size: int) -> None:
     (out_dir / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
 
 
-def build_tiny_sam2(out_dir: str | Path, seed: int = 0, image_size: int = 256) -> Path:
-    """Write a tiny SAM2 (model + preprocessor config) to `out_dir`."""
+def build_tiny_sam2(out_dir: str | Path, seed: int = 0, image_size: int = 256, real_size: bool = False) -> Path:
+    """Write a tiny SAM2 (model + preprocessor config) to `out_dir`; `real_size`: hiera-large, 1024 px."""
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    Sam2Model(tiny_sam2_config(image_size)).save_pretrained(out_dir)
-    write_sam2_preprocessor_config(out_dir, image_size)
+    config = sam2_hiera_large_config() if real_size else tiny_sam2_config(image_size)
+    Sam2Model(config).save_pretrained(out_dir)
+    write_sam2_preprocessor_config(out_dir, 1024 if real_size else image_size)
     return out_dir
 
 
