@@ -69,12 +69,32 @@ def tiny_qwen_config(hidden_size: int = 64, num_layers: int = 2, vision_depth: i
     )
 
 
+def qwen2_5_vl_3b_config() -> Qwen2_5_VLConfig:
+    """The architecture of `Qwen/Qwen2.5-VL-3B-Instruct` (for random-weight smoke runs on a GPU)."""
+    return Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=QWEN_VOCAB_SIZE, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+            num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128000,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+            bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=True,
+        ),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31]),
+        tie_word_embeddings=True,
+    )
+
+
 def build_tiny_qwen(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 56,
-                    max_pixels: int = 448 * 448, **config_kwargs) -> Path:
-    """Write a tiny Qwen2.5-VL (model + processor) to `out_dir`."""
+                    max_pixels: int = 448 * 448, real_size: bool = False, **config_kwargs) -> Path:
+    """Write a tiny Qwen2.5-VL (model + processor) to `out_dir`; `real_size`: the 3B architecture, bf16."""
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(tiny_qwen_config(**config_kwargs))
+    if real_size:
+        model = Qwen2_5_VLForConditionalGeneration(qwen2_5_vl_3b_config()).to(torch.bfloat16)
+        max_pixels = max(max_pixels, 768 * 768)
+    else:
+        model = Qwen2_5_VLForConditionalGeneration(tiny_qwen_config(**config_kwargs))
     model.generation_config.eos_token_id = [151645, 151643]
     model.generation_config.pad_token_id = 151643
     model.save_pretrained(out_dir)

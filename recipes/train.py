@@ -1,0 +1,76 @@
+"""Train SocioReasoner (two-stage GRPO) with TRL.
+
+    # CPU, tiny models, toy city (minutes):
+    python -m socioreasoner.tiny --out runs/tiny
+    python -m socioreasoner.data.synthetic --out runs/toy_city --num-samples 32
+    accelerate launch --config_file recipes/accelerate/single.yaml recipes/train.py --config recipes/toy_cpu.yaml
+
+    # one GPU, LoRA, vLLM colocate:
+    accelerate launch --config_file recipes/accelerate/single.yaml recipes/train.py \
+        --config recipes/socioreasoner_3b_1gpu_lora.yaml
+
+    # 4 GPUs, DeepSpeed ZeRO-3, vLLM colocate (the reference setting):
+    accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/train.py \
+        --config recipes/socioreasoner_3b_4gpu_zero3.yaml
+
+Any YAML field can be overridden on the command line (`--learning_rate 5e-7`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from socioreasoner.config import SocioReasonerConfig
+from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
+from socioreasoner.qwen_processor import load_qwen_processor
+from socioreasoner.trainer import SocioReasonerTrainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScriptArguments:
+    dataset: str = field(default=SOCIOSEG_HUB_ID, metadata={"help": "Any source load_socioseg takes."})
+    train_split: str = field(default="train")
+    eval_split: str | None = field(default=None)
+    max_train_samples: int | None = field(default=None)
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip (and count) invalid samples."})
+    levels: str | None = field(default=None, metadata={"help": "Optional {id: level} JSON for data without levels."})
+
+
+def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model_args: ModelConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train = load_socioseg(script_args.dataset, script_args.train_split, skip_invalid=script_args.skip_invalid,
+                          levels=script_args.levels, max_samples=script_args.max_train_samples)
+    evaluation = None
+    if script_args.eval_split:
+        evaluation = load_socioseg(script_args.dataset, script_args.eval_split, skip_invalid=script_args.skip_invalid,
+                                   levels=script_args.levels)
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
+        attn_implementation=model_args.attn_implementation)
+    processor = load_qwen_processor(model_args.model_name_or_path, max_pixels=max(training_args.max_pixels,
+                                                                                 28 * 28 * 4))
+    trainer = SocioReasonerTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+                                   processing_class=processor, peft_config=get_peft_config(model_args))
+    checkpoint = training_args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(training_args.output_dir)
+        trainer.create_model_card(dataset_name=script_args.dataset, tags=["socioreasoner", "grpo", "sam2"])
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset)
+    logger.info("saved to %s", os.path.abspath(training_args.output_dir))
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ScriptArguments, SocioReasonerConfig, ModelConfig))
+    main(*parser.parse_args_and_config())

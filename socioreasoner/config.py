@@ -1,0 +1,55 @@
+"""`SocioReasonerConfig`: TRL's `GRPOConfig` plus only what the two-stage method needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from socioreasoner.metrics import check_empty_rule
+from socioreasoner.prompts import (
+    STAGE1_FIELDS,
+    STAGE1_TEMPLATE,
+    STAGE2_FIELDS,
+    STAGE2_TEMPLATE,
+    check_template,
+)
+
+STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
+STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
+
+
+@dataclass
+class SocioReasonerConfig(GRPOConfig):
+    """Everything else (num_generations, beta, loss_type, use_vllm, vllm_mode, …) is TRL's own field."""
+
+    sam_model: str = field(default="facebook/sam2-hiera-large",
+                           metadata={"help": "SAM2 checkpoint (transformers format): hub id or directory."})
+    sam_device: str | None = field(default=None, metadata={"help": "Device for SAM2; default: the training device."})
+    stage1_template: str = field(default=STAGE1_TEMPLATE, metadata={"help": "Stage-1 prompt template."})
+    stage2_template: str = field(default=STAGE2_TEMPLATE, metadata={"help": "Stage-2 prompt template."})
+    min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Qwen frame: smart_resize min pixels."})
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Qwen frame: smart_resize max pixels."})
+    empty_rule: str = field(default="zero", metadata={
+        "help": "IoU when prediction and GT are both empty, for the mask-IoU reward and the logged IoUs: "
+                "'zero' (SPEC's reward rule) or 'one'."})
+    stage1_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
+        "help": "Weights of stage-1 format, count, box rewards."})
+    stage2_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
+        "help": "Weights of stage-2 format, points, mask IoU rewards."})
+
+    def __post_init__(self):
+        check_template(self.stage1_template, STAGE1_FIELDS, "stage1_template")
+        check_template(self.stage2_template, STAGE2_FIELDS, "stage2_template")
+        check_empty_rule(self.empty_rule)
+        if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
+            raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
+        if self.reward_weights is None:
+            self.reward_weights = [*self.stage1_weights, *self.stage2_weights]
+        self.remove_unused_columns = False  # the reward functions read the dataset's columns
+        super().__post_init__()
+        if self.use_vllm and self.vllm_mode != "colocate":
+            raise ValueError(
+                "SocioReasoner needs vllm_mode='colocate': stage 2 generates one completion per distinct prompt, "
+                "and TRL's server mode assumes num_generations copies of each prompt.")

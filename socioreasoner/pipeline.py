@@ -1,0 +1,133 @@
+"""The two-stage rollout's shared steps, used by the trainer and by predict/eval alike.
+
+    sample  --stage1_prompt-->  stage-1 completion(s)
+            --stage_transition (parse boxes -> SAM2 -> render draft -> stage2_prompt)-->
+            stage-2 completion(s) --final_masks (parse boxes + points -> SAM2)--> final masks
+
+Coordinates: completions live in the Qwen frame (`QwenFrame`); SAM2 and masks in the original
+satellite frame. Everything here is generation-free: who generates (TRL's HF `generate` or
+vLLM in training, `generate` in predict/eval) is the caller's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFrame
+from socioreasoner.parsing import ParsedCompletion, parse_completion
+from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, stage1_prompt, stage2_prompt
+from socioreasoner.render import render_draft
+from socioreasoner.segmenter import ImageEmbedding, SamSegmenter
+
+
+@dataclass
+class PromptSettings:
+    """What shapes the prompts and the coordinate frame; one per run."""
+
+    stage1_template: str = STAGE1_TEMPLATE
+    stage2_template: str = STAGE2_TEMPLATE
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class Sample:
+    """One query on one (map, satellite) pair, with its images in both frames."""
+
+    query: str
+    map_image: Image.Image        # original
+    sat_image: Image.Image        # original (SAM2 works on this)
+    frame: QwenFrame
+    map_qwen: Image.Image         # resized to the Qwen frame (what the model sees)
+    sat_qwen: Image.Image
+
+    @classmethod
+    def from_images(cls, query: str, map_image: Image.Image, sat_image: Image.Image,
+                    settings: PromptSettings | None = None) -> Sample:
+        settings = settings or PromptSettings()
+        sat_image = sat_image.convert("RGB")
+        map_image = map_image.convert("RGB")
+        if map_image.size != sat_image.size:
+            raise ValueError(f"map is {map_image.size[0]}x{map_image.size[1]} but satellite is "
+                             f"{sat_image.size[0]}x{sat_image.size[1]}; resize the map first")
+        frame = QwenFrame.for_size(*sat_image.size, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+        return cls(query, map_image, sat_image, frame, frame.resize(map_image), frame.resize(sat_image))
+
+    def stage1_messages(self, settings: PromptSettings | None = None) -> list[dict]:
+        template = (settings or PromptSettings()).stage1_template
+        return stage1_prompt(self.query, self.frame.w, self.frame.h, template)
+
+
+@dataclass
+class Stage1Result:
+    """A stage-1 completion carried into stage 2."""
+
+    parsed: ParsedCompletion
+    boxes: list[list[float]]            # Qwen frame, as the model wrote them (clipped)
+    boxes_original: list[list[float]]   # original frame, given to SAM2
+    mask: np.ndarray                    # stage-1 mask, original frame
+    map_draft: Image.Image              # Qwen-frame map with the draft drawn on it
+    sat_draft: Image.Image
+    messages: list[dict] = field(default_factory=list)  # the stage-2 prompt
+
+
+@dataclass
+class FinalResult:
+    parsed: ParsedCompletion
+    objects_original: list[dict]        # {"box", "points"} in the original frame
+    mask: np.ndarray
+
+
+def stage_transition(segmenter: SamSegmenter, embedding: ImageEmbedding, sample: Sample,
+                     completions: list[str], settings: PromptSettings | None = None) -> list[Stage1Result]:
+    """Stage-1 completions of one sample -> boxes -> SAM2 (one batched decode) -> drafts -> stage-2 prompts."""
+    settings = settings or PromptSettings()
+    frame = sample.frame
+    parsed = [parse_completion(text, frame.w, frame.h) for text in completions]
+    boxes_original = [[frame.box_to_original(b) for b in p.boxes] for p in parsed]
+    masks = segmenter.segment(embedding, [[{"box": b} for b in boxes] for boxes in boxes_original])
+    results = []
+    for p, boxes_o, mask in zip(parsed, boxes_original, masks):
+        mask_qwen = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((frame.w, frame.h),
+                                                                                   Image.NEAREST)) > 0
+        result = Stage1Result(
+            parsed=p, boxes=p.boxes, boxes_original=boxes_o, mask=mask,
+            map_draft=render_draft(sample.map_qwen, p.boxes, mask_qwen),
+            sat_draft=render_draft(sample.sat_qwen, p.boxes, mask_qwen),
+        )
+        result.messages = stage2_prompt(sample.query, frame.w, frame.h, p.boxes, settings.stage2_template)
+        results.append(result)
+    return results
+
+
+def objects_to_original(parsed: ParsedCompletion, frame: QwenFrame) -> list[dict]:
+    return [{"box": frame.box_to_original(o.box), "points": [frame.point_to_original(pt) for pt in o.points]}
+            for o in parsed.objects]
+
+
+def final_masks(segmenter: SamSegmenter, embedding: ImageEmbedding, sample: Sample,
+                completions: list[str]) -> list[FinalResult]:
+    """Stage-2 completions of one sample -> boxes + points -> SAM2 (one batched decode) -> final masks."""
+    frame = sample.frame
+    parsed = [parse_completion(text, frame.w, frame.h) for text in completions]
+    objects = [objects_to_original(p, frame) for p in parsed]
+    masks = segmenter.segment(embedding, objects)
+    return [FinalResult(p, objs, m) for p, objs, m in zip(parsed, objects, masks)]
+
+
+def with_images(messages: list[dict], images: list[Image.Image]) -> list[dict]:
+    """Messages with the image placeholders filled, in order (TRL and the processor read `image`)."""
+    images = list(images)
+    filled = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [dict(part, image=images.pop(0)) if part.get("type") == "image" else dict(part)
+                       for part in content]
+        filled.append({**message, "content": content})
+    if images:
+        raise ValueError(f"{len(images)} image(s) left over: the messages have fewer image placeholders")
+    return filled

@@ -1,0 +1,131 @@
+"""`SocioReasonerTrainer`: TRL's `GRPOTrainer` running SocioReasoner's two-stage rollout.
+
+One override, `_generate_and_score_completions`, read top to bottom:
+
+1. stage 1: TRL generates and scores the rows it was handed — G copies of each sample's
+   stage-1 prompt ([map, satellite] + query) — with its own backend (HF `generate`, or vLLM
+   colocate), so it also computes logprobs, the KL reference and group-normalised advantages;
+2. transition: SAM2 encodes each distinct satellite image once, segments every stage-1
+   completion's boxes in one batched decode per sample, and the draft is rendered onto both
+   images (`pipeline.stage_transition`, shared with predict/eval);
+3. stage 2: TRL generates and scores one stage-2 row per stage-1 completion (its draft images,
+   its boxes); the G consecutive stage-2 rows of a sample are its stage-2 group, so advantages
+   are normalised within each stage; the mask-IoU reward runs SAM2 on the cached embeddings;
+4. both stages' rows are joined into one batch (`stage_batch.concat_stage_outputs`) and TRL's
+   loss trains on all of them.
+
+Why this shape: TRL 1.16's `_generate_and_score_completions` is the one method that owns
+generation, scoring and advantage computation for a list of rows; calling it once per stage
+keeps every TRL feature (vLLM colocate with sleep mode, KL, importance sampling, logging)
+working for both stages with no code of ours talking to vLLM. TRL's vLLM *server* mode is not
+supported (it deduplicates prompts by num_generations, which stage 2 breaks).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from trl import GRPOTrainer
+
+from socioreasoner.config import SocioReasonerConfig
+from socioreasoner.metrics import intersection_union, iou_from_counts
+from socioreasoner.pipeline import PromptSettings, final_masks, stage_transition
+from socioreasoner.segmenter import SamSegmenter
+from socioreasoner.stage_batch import (
+    concat_stage_outputs,
+    decode_completions,
+    groups_by_sample,
+    sample_of,
+    stage2_row,
+    training_dataset,
+)
+from socioreasoner.trl_cpu import compact_scoring_on_cpu
+from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
+
+logger = logging.getLogger(__name__)
+
+
+class SocioReasonerTrainer(GRPOTrainer):
+    """Two-stage GRPO. `train_dataset` is a `load_socioseg` dataset; rows are built from it lazily."""
+
+    def __init__(self, model, args: SocioReasonerConfig, train_dataset, processing_class,
+                 segmenter: SamSegmenter | None = None, eval_dataset=None, **kwargs):
+        compact_scoring_on_cpu()
+        self.settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels)
+        self.segmenter = segmenter
+        self._embeddings = {}
+        reward_funcs = [*STAGE1_REWARDS, *STAGE2_TEXT_REWARDS, Stage2MaskIoU(self._final_mask_ious)]
+        super().__init__(
+            model=model, reward_funcs=reward_funcs, args=args, processing_class=processing_class,
+            train_dataset=training_dataset(train_dataset, self.settings),
+            eval_dataset=None if eval_dataset is None else training_dataset(eval_dataset, self.settings),
+            **kwargs,
+        )
+        if self.segmenter is None:
+            self.segmenter = SamSegmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
+        self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
+
+    def _log_stage_metric(self, name: str, values: list[float]) -> None:
+        mode = "train" if self.model.training else "eval"
+        local = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=self.accelerator.device)
+        total, count = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
+        if count:
+            self._metrics[mode][name].append(total / count)
+
+    def _log_row_counts(self, stage1: int, stage2: int) -> None:
+        """Rows each stage adds to this generation batch, summed over processes."""
+        mode = "train" if self.model.training else "eval"
+        local = torch.tensor([stage1, stage2], dtype=torch.float64, device=self.accelerator.device)
+        totals = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
+        self._metrics[mode]["stage1/rows"].append(totals[0])
+        self._metrics[mode]["stage2/rows"].append(totals[1])
+
+    def _iou(self, pred, gt) -> float:
+        return iou_from_counts(*intersection_union(pred, gt), empty_rule=self.args.empty_rule)
+
+    def _final_mask_ious(self, rows: list[dict], texts: list[str]) -> list[float]:
+        """Stage-2 reward: SAM2 on each completion's boxes + points, IoU with the GT mask."""
+        ious = [0.0] * len(rows)
+        for start, end in groups_by_sample(rows):
+            sample = sample_of(rows[start])
+            embedding = self._embeddings.get(rows[start]["id"]) or self.segmenter.encode([sample.sat_image])[0]
+            results = final_masks(self.segmenter, embedding, sample, texts[start:end])
+            for offset, result in enumerate(results):
+                ious[start + offset] = self._iou(result.mask, rows[start + offset]["gt_mask"])
+        self._log_stage_metric("stage2/mask_iou", ious)
+        return ious
+
+    def _stage2_rows(self, rows: list[dict], texts: list[str]) -> list[dict]:
+        """Stage-1 completions -> SAM2 draft -> rendered images -> one stage-2 row each."""
+        sat_images = [rows[start]["sat_image"] for start, _ in groups_by_sample(rows)]
+        embeddings = self.segmenter.encode(sat_images)  # each distinct image once
+        stage2, stage1_ious, parse_failures = [], [], 0
+        for (start, end), embedding in zip(groups_by_sample(rows), embeddings):
+            self._embeddings[rows[start]["id"]] = embedding
+            results = stage_transition(self.segmenter, embedding, sample_of(rows[start]), texts[start:end],
+                                       self.settings)
+            for row, result in zip(rows[start:end], results):
+                stage2.append(stage2_row(row, result))
+                stage1_ious.append(self._iou(result.mask, row["gt_mask"]))
+                parse_failures += result.parsed.error is not None
+        self._log_stage_metric("stage1/mask_iou", stage1_ious)
+        self._log_stage_metric("stage1/unparsable_frac", [parse_failures / len(rows)])
+        if parse_failures:
+            logger.debug("%d of %d stage-1 completions had no readable answer (reward 0)", parse_failures, len(rows))
+        return stage2
+
+    def _generate_and_score_completions(self, inputs):
+        self._embeddings = {}
+        stage1_rows = [{**row, "stage": 1} for row in inputs]
+        stage1 = super()._generate_and_score_completions(stage1_rows)
+        texts = decode_completions(self.processing_class, stage1["completion_ids"], stage1["completion_mask"])
+
+        stage2_rows = self._stage2_rows(stage1_rows, texts)
+        stage2 = super()._generate_and_score_completions(stage2_rows)
+
+        self.stage_row_counts[1] += len(stage1_rows)
+        self.stage_row_counts[2] += len(stage2_rows)
+        self._log_row_counts(len(stage1_rows), len(stage2_rows))
+        self._embeddings = {}
+        return concat_stage_outputs(stage1, stage2, self.processing_class.tokenizer.pad_token_id)

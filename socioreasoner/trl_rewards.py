@@ -1,0 +1,109 @@
+"""The SPEC rewards as TRL reward functions, one per component, tagged by stage.
+
+TRL calls every reward function on every row; a function returns `None` for rows of the other
+stage, which TRL leaves out of the weighted sum and out of that function's logged mean — so
+each component gets its own curve (`rewards/stage1_format/mean`, …) for free. The weighted sum
+of a row's components is its stage reward; advantages are normalised within each stage's
+groups because the trainer scores the two stages in separate calls.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from socioreasoner.parsing import parse_completion
+from socioreasoner.rewards import (
+    box_accuracy_reward,
+    count_reward,
+    points_reward,
+    stage1_format_reward,
+    stage2_format_reward,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def completion_text(completion) -> str:
+    """TRL passes conversational completions as [{"role": "assistant", "content": text}]."""
+    if isinstance(completion, str):
+        return completion
+    content = completion[-1]["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content
+
+
+def _per_row(stage: int, fn):
+    def reward(prompts, completions, **columns):
+        stages = columns["stage"]
+        out = []
+        for i, completion in enumerate(completions):
+            if stages[i] != stage:
+                out.append(None)
+                continue
+            row = {key: values[i] for key, values in columns.items() if isinstance(values, list)}
+            out.append(float(fn(completion_text(completion), row)))
+        return out
+    return reward
+
+
+def _frame_size(row):
+    return row["frame"][2], row["frame"][3]
+
+
+def _stage1_boxes(text, row):
+    return parse_completion(text, *_frame_size(row)).boxes
+
+
+def stage1_format(prompts, completions, **columns):
+    return _per_row(1, lambda text, row: stage1_format_reward(text))(prompts, completions, **columns)
+
+
+def stage1_count(prompts, completions, **columns):
+    return _per_row(1, lambda text, row: count_reward(len(_stage1_boxes(text, row)), len(row["gt_boxes"])))(
+        prompts, completions, **columns)
+
+
+def stage1_box(prompts, completions, **columns):
+    return _per_row(1, lambda text, row: box_accuracy_reward(_stage1_boxes(text, row), row["gt_boxes"]))(
+        prompts, completions, **columns)
+
+
+def stage2_format(prompts, completions, **columns):
+    return _per_row(2, lambda text, row: stage2_format_reward(text, row["stage1_boxes"]))(
+        prompts, completions, **columns)
+
+
+def stage2_points(prompts, completions, **columns):
+    def points(text, row):
+        return points_reward([len(o.points) for o in parse_completion(text, *_frame_size(row)).objects])
+    return _per_row(2, points)(prompts, completions, **columns)
+
+
+class Stage2MaskIoU:
+    """Stage-2 mask IoU: SAM2 segments each stage-2 completion's boxes + points (inside the reward path).
+
+    `final_mask_ious(rows, texts) -> list[float]` is the trainer's, so SAM2 embeddings computed
+    for stage 1 are reused.
+    """
+
+    __name__ = "stage2_mask_iou"
+
+    def __init__(self, final_mask_ious):
+        self.final_mask_ious = final_mask_ious
+
+    def __call__(self, prompts, completions, **columns):
+        stages = columns["stage"]
+        index = [i for i, s in enumerate(stages) if s == 2]
+        out = [None] * len(completions)
+        if not index:
+            return out
+        rows = [{key: values[i] for key, values in columns.items() if isinstance(values, list)} for i in index]
+        ious = self.final_mask_ious(rows, [completion_text(completions[i]) for i in index])
+        for i, iou in zip(index, ious):
+            out[i] = float(iou)
+        return out
+
+
+STAGE1_REWARDS = (stage1_format, stage1_count, stage1_box)
+STAGE2_TEXT_REWARDS = (stage2_format, stage2_points)

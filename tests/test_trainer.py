@@ -1,0 +1,111 @@
+"""The two-stage trainer: advantages normalised within each stage, rows of both stages in the loss."""
+
+import json
+
+import pytest
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from socioreasoner.config import SocioReasonerConfig
+from socioreasoner.data import load_socioseg
+from socioreasoner.qwen_processor import load_qwen_processor
+from socioreasoner.rewards import (
+    box_accuracy_reward,
+    count_reward,
+    points_reward,
+    stage1_format_reward,
+    stage2_format_reward,
+)
+from socioreasoner.trainer import SocioReasonerTrainer
+from socioreasoner.trl_rewards import stage1_box, stage2_points
+
+G = 4
+
+
+def test_reward_functions_return_none_for_the_other_stage():
+    completions = [[{"role": "assistant", "content": '<think>a</think><answer>[{"bbox_2d": [1, 1, 9, 9]}]</answer>'}]] * 2
+    columns = {"stage": [1, 2], "gt_boxes": [[[1, 1, 9, 9]]] * 2, "frame": [[50, 50, 56, 56]] * 2,
+               "stage1_boxes": [None, [[1, 1, 9, 9]]]}
+    assert stage1_box(None, completions, **columns) == [1.0, None]
+    assert stage2_points(None, completions, **columns) == [None, points_reward([0])]
+
+
+def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
+    cfg = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_weights=[1, 0.5, 2])
+    assert cfg.reward_weights == [1.0, 1.0, 1.0, 1, 0.5, 2]
+    with pytest.raises(ValueError, match="colocate"):
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, vllm_mode="server")
+    with pytest.raises(ValueError, match="stage2_template"):
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_template="{query}")
+
+
+STAGE1_TEXTS = [
+    '<think>a</think><answer>[{"bbox_2d": [0, 0, 10, 10]}]</answer>',
+    "garbage",
+    '<think>b</think><answer>[{"bbox_2d": [0, 0, 10, 10]}, {"bbox_2d": [20, 20, 40, 40]}]</answer>',
+    "<think>c</think><answer>[]</answer>",
+]
+STAGE2_TEXTS = [
+    '<think>x</think><answer>[{"bbox_2d": [0, 0, 10, 10], "points": [[5, 5], [6, 6]]}]</answer>',
+    "<think>x</think><answer>[]</answer>",
+    '<think>x</think><answer>[{"bbox_2d": [0, 0, 10, 10], "points": [[5, 5]]}]</answer>',
+    "nothing",
+]
+
+
+def group_norm(values):
+    t = torch.tensor(values, dtype=torch.float32).view(-1, G)
+    adv = (t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + 1e-4)
+    return adv.flatten()
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_models, toy_city, tmp_path_factory):
+    qwen = str(tiny_models["qwen2_5_vl"])
+    args = SocioReasonerConfig(
+        output_dir=str(tmp_path_factory.mktemp("out")), use_cpu=True, bf16=False, sam_model=str(tiny_models["sam2"]),
+        num_generations=G, per_device_train_batch_size=2 * G, max_completion_length=16, max_steps=1,
+        max_pixels=160 * 160, report_to="none", stage2_weights=[1.0, 1.0, 0.0], beta=0.0)
+    data = load_socioseg(str(toy_city), "train").select(range(2))
+    return SocioReasonerTrainer(model=Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen), args=args,
+                                train_dataset=data, processing_class=load_qwen_processor(qwen))
+
+
+def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch):
+    tok = trainer.processing_class.tokenizer
+    calls = []
+
+    def fake_generation(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        texts = STAGE1_TEXTS * 2 if not calls else STAGE2_TEXTS * 2
+        calls.append(len(prompt_ids))
+        return [tok(t).input_ids + [tok.eos_token_id] for t in texts], None
+
+    monkeypatch.setattr(trainer, "_generate_single_turn", fake_generation)
+    rows = [trainer.train_dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(rows)
+    assert calls == [8, 8]                      # stage 1, then one stage-2 row per stage-1 completion
+    assert out["prompt_ids"].shape[0] == 16     # both stages' rows are in the batch
+    assert trainer.stage_row_counts == {1: 8, 2: 8}
+
+    stage1 = []
+    for row, text in zip(rows, STAGE1_TEXTS * 2):
+        from socioreasoner.parsing import parse_completion
+
+        boxes = parse_completion(text, row["frame"][2], row["frame"][3]).boxes
+        stage1.append(stage1_format_reward(text) + count_reward(len(boxes), len(row["gt_boxes"]))
+                      + box_accuracy_reward(boxes, row["gt_boxes"]))
+    stage1_boxes = [parse_completion(t).boxes for t in STAGE1_TEXTS * 2]
+    stage2 = [stage2_format_reward(t, b) + points_reward([len(o.points) for o in parse_completion(t).objects])
+              for t, b in zip(STAGE2_TEXTS * 2, stage1_boxes)]
+    assert torch.allclose(out["advantages"][:8], group_norm(stage1), atol=1e-4)
+    assert torch.allclose(out["advantages"][8:], group_norm(stage2), atol=1e-4)
+    # stage-2 rows were fed the rendered drafts: pixel values differ from stage 1's for the same sample
+    per_row = out["pixel_values"].shape[0] // 16
+    assert not torch.equal(out["pixel_values"][:per_row], out["pixel_values"][8 * per_row:9 * per_row])
+    for name in ("stage1/mask_iou", "stage2/mask_iou", "stage1/rows", "rewards/stage2_mask_iou/mean"):
+        assert name in trainer._metrics["train"], name
+
+
+def test_log_history_is_json_serialisable(trainer):
+    json.dumps({k: list(v) for k, v in trainer._metrics["train"].items()})
