@@ -62,17 +62,21 @@ def stage2_target(boxes: list[list[int]], points: list[list[list[int]]]) -> str:
     return f"<think>I keep my boxes and mark the target inside each one.</think><answer>{answer}</answer>"
 
 
-def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0) -> datasets.Dataset:
-    """Stage-1 and stage-2 prompt/completion examples (with images) from a `load_socioseg` dataset."""
+def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
+                 stages: tuple[int, ...] = (1, 2)) -> datasets.Dataset:
+    """Stage-1 and/or stage-2 prompt/completion examples (with images) from a `load_socioseg` dataset."""
     settings = settings or PromptSettings()
     rng = np.random.default_rng(seed)
     rows = {"prompt": [], "completion": [], "images": []}
     for record in dataset:
         sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
         mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))
-        rows["prompt"].append(sample.stage1_messages(settings))
-        rows["completion"].append([{"role": "assistant", "content": stage1_target(sample.query, boxes)}])
-        rows["images"].append([sample.map_qwen, sample.sat_qwen])
+        if 1 in stages:
+            rows["prompt"].append(sample.stage1_messages(settings))
+            rows["completion"].append([{"role": "assistant", "content": stage1_target(sample.query, boxes)}])
+            rows["images"].append([sample.map_qwen, sample.sat_qwen])
+        if 2 not in stages:
+            continue
         points = [component_points(mask_q, b, rng) for b in boxes]
         rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, boxes,
                                             settings.stage2_template))
