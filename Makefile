@@ -2,11 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint tiny toy-data clean
+.PHONY: install test test-fast lint tiny toy-data eval eval-toy clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +20,10 @@ $(BIN)/activate:
 install: $(BIN)/activate
 
 test: install
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check socioreasoner tests benchmarks recipes
@@ -34,6 +33,18 @@ tiny: install
 
 toy-data: install
 	$(BIN)/python -m socioreasoner.data.synthetic --out runs/toy_city --num-samples 64 --seed 0
+
+eval: install
+	$(BIN)/python -m socioreasoner.evaluate --config recipes/eval.yaml $(ARGS)
+
+runs/tiny/sam2: | $(BIN)/activate
+	$(BIN)/python -m socioreasoner.tiny --out runs/tiny
+
+runs/toy_city/val: | $(BIN)/activate
+	$(BIN)/python -m socioreasoner.data.synthetic --out runs/toy_city --num-samples 32 --seed 0
+
+eval-toy: install runs/tiny/sam2 runs/toy_city/val
+	$(BIN)/python -m socioreasoner.evaluate --config recipes/eval_toy.yaml $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

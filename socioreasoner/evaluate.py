@@ -1,0 +1,252 @@
+"""Evaluate a policy on SocioSeg-format data: gIoU / cIoU overall and per level, stage 1 vs final.
+
+    make eval                                   # the default model on SocioSeg test (recipes/eval.yaml)
+    make eval-toy                               # the tiny model on the toy city, offline
+    python -m socioreasoner.evaluate --config recipes/eval.yaml --model runs/toy_cpu --dataset runs/toy_city \
+        --split val --out runs/eval_toy
+
+Outputs in --out: `per_sample.jsonl` (the journal: one line per finished sample, appended
+atomically — re-running skips those; `--overwrite` starts over), `per_sample.csv`,
+`metrics.json`, `metrics.md`, `masks/<id>.png` and `grid.png` (best / worst / random samples).
+Every metric in `metrics.json` is recomputed from the journal's per-sample counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import logging
+import math
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from socioreasoner.data import load_socioseg, mask_to_array
+from socioreasoner.inference import DEFAULT_MODEL, Predictor
+from socioreasoner.io import (
+    append_jsonl,
+    atomic_save_image,
+    atomic_write_json,
+    atomic_write_text,
+    mask_image,
+    read_jsonl,
+)
+from socioreasoner.metrics import MetricAccumulator, intersection_union, iou_from_counts
+from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.render import side_by_side
+from socioreasoner.rewards import (
+    box_accuracy_reward,
+    count_reward,
+    points_reward,
+    stage1_format_reward,
+    stage2_format_reward,
+)
+from socioreasoner.segmenter import DEFAULT_SAM2
+
+logger = logging.getLogger("socioreasoner.evaluate")
+
+DEFAULTS = {
+    "model": DEFAULT_MODEL, "sam": DEFAULT_SAM2, "dataset": "vvangfaye/SocioSeg", "split": "test",
+    "out": "runs/eval", "device": "auto", "batch_size": 4, "max_samples": None, "empty_rule": "one",
+    "temperature": None, "max_new_tokens": 1024, "min_pixels": PromptSettings.min_pixels,
+    "max_pixels": PromptSettings.max_pixels, "levels": None, "overwrite": False, "grid_size": 4, "seed": 0,
+}
+CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
+              "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
+              "stage2_format", "stage2_points", "seconds"]
+
+
+def sample_record(row: dict, prediction, empty_rule: str) -> dict:
+    """Everything the report needs about one sample, as a flat JSON record."""
+    gt = mask_to_array(row["mask_label"])
+    inter, union = intersection_union(prediction.final.mask, gt)
+    s1_inter, s1_union = intersection_union(prediction.stage1.mask, gt)
+    frame = prediction.sample.frame
+    gt_boxes = [frame.box_to_resized(b) for b in row["gt_boxes"]]
+    stage1_boxes = prediction.stage1.boxes
+    return {
+        "id": row["id"], "level": row["level"], "problem": row["problem"],
+        "iou": iou_from_counts(inter, union, empty_rule), "stage1_iou": iou_from_counts(s1_inter, s1_union, empty_rule),
+        "intersection": inter, "union": union, "stage1_intersection": s1_inter, "stage1_union": s1_union,
+        "num_gt": len(gt_boxes), "num_stage1": len(stage1_boxes), "num_final": len(prediction.final.parsed.objects),
+        "stage1_format": stage1_format_reward(prediction.stage1_text),
+        "stage1_count": count_reward(len(stage1_boxes), len(gt_boxes)),
+        "stage1_box": box_accuracy_reward(stage1_boxes, gt_boxes),
+        "stage2_format": stage2_format_reward(prediction.stage2_text, stage1_boxes),
+        "stage2_points": points_reward([len(o.points) for o in prediction.final.parsed.objects]),
+        "seconds": prediction.timings["total_s"],
+        "stage1_text": prediction.stage1_text, "stage2_text": prediction.stage2_text,
+    }
+
+
+def compute_metrics(records: list[dict], empty_rule: str) -> dict:
+    """gIoU / cIoU (overall, per level, stage 1 and final) and mean reward components from the records."""
+    acc = MetricAccumulator(empty_rule)
+    for r in records:
+        acc.add_counts(r["level"], "final", r["intersection"], r["union"])
+        acc.add_counts(r["level"], "stage1", r["stage1_intersection"], r["stage1_union"])
+    summary = acc.summary()
+    summary["rewards"] = {key: float(np.mean([r[key] for r in records])) if records else math.nan
+                          for key in ("stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points")}
+    summary["num_samples"] = len(records)
+    return summary
+
+
+def metrics_markdown(metrics: dict, meta: dict) -> str:
+    lines = [f"# Evaluation: {meta['model']} on {meta['dataset']} / {meta['split']}", "",
+             f"{meta['num_samples']} samples, {meta['date']}. Empty-prediction-and-empty-GT counts as IoU "
+             f"{1 if meta['empty_rule'] == 'one' else 0} (`empty_rule={meta['empty_rule']}`).", "",
+             "| subset | n | gIoU | cIoU | stage-1 gIoU | stage-1 cIoU |", "|---|---|---|---|---|---|"]
+    for key, final in metrics.get("final", {}).items():
+        stage1 = metrics.get("stage1", {}).get(key, {})
+        lines.append(f"| {key} | {final['n']} | {100 * final['giou']:.1f} | {100 * final['ciou']:.1f} | "
+                     f"{100 * stage1.get('giou', math.nan):.1f} | {100 * stage1.get('ciou', math.nan):.1f} |")
+    lines += ["", "| reward component (mean) | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in metrics["rewards"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, records: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def visual_grid(dataset, records: list[dict], out: Path, per_group: int, seed: int) -> Image.Image | None:
+    """Rows of side-by-side pictures: the best, the worst and random samples by final IoU."""
+    if not records:
+        return None
+    ranked = sorted(records, key=lambda r: r["iou"])
+    rng = random.Random(seed)
+    groups = [("best", ranked[::-1][:per_group]), ("worst", ranked[:per_group]),
+              ("random", rng.sample(records, min(per_group, len(records))))]
+    index = {row_id: i for i, row_id in enumerate(dataset["id"])}
+    tiles = []
+    for name, group in groups:
+        for r in group:
+            row = dataset[index[r["id"]]]
+            final = mask_to_array(Image.open(out / "masks" / f"{r['id']}.png"))
+            tile = side_by_side(row["map_image"], row["sat_image"], final, gt_mask=mask_to_array(row["mask_label"]))
+            tile = tile.resize((768, int(tile.height * 768 / tile.width)))
+            label = Image.new("RGB", (tile.width, 18), "white")
+            ImageDraw.Draw(label).text((4, 3), f"{name}: {r['id']} \"{r['problem']}\" IoU {r['iou']:.2f}", fill="black")
+            tiles += [label, tile]
+    canvas = Image.new("RGB", (tiles[0].width, sum(t.height for t in tiles)), "white")
+    y = 0
+    for tile in tiles:
+        canvas.paste(tile, (0, y))
+        y += tile.height
+    return canvas
+
+
+def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
+    """Run (or resume) an evaluation; returns the metrics dict written to metrics.json."""
+    config = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    out = Path(config["out"])
+    if config["overwrite"] and out.exists():
+        shutil.rmtree(out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    dataset = load_socioseg(config["dataset"], config["split"], levels=config["levels"],
+                            max_samples=config["max_samples"])
+    journal = out / "per_sample.jsonl"
+    done = {r["id"] for r in read_jsonl(journal)}
+    todo = [i for i, row_id in enumerate(dataset["id"]) if row_id not in done]
+    settings = PromptSettings(min_pixels=config["min_pixels"], max_pixels=config["max_pixels"])
+    if todo and predictor is None:
+        predictor = Predictor(config["model"], config["sam"], config["device"], settings,
+                              temperature=config["temperature"], max_new_tokens=config["max_new_tokens"],
+                              seed=config["seed"])
+    if done:
+        logger.info("%s: %d sample(s) already done, %d to go", journal, len(done), len(todo))
+    ious = [r["iou"] for r in read_jsonl(journal)]
+    bar = tqdm(total=len(dataset), initial=len(done), desc="eval", unit="sample")
+    for start in range(0, len(todo), config["batch_size"]):
+        rows = [dataset[i] for i in todo[start:start + config["batch_size"]]]
+        samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], settings) for r in rows]
+        for row, prediction in zip(rows, predictor.predict(samples)):
+            atomic_save_image(out / "masks" / f"{row['id']}.png", mask_image(prediction.final.mask))
+            record = sample_record(row, prediction, config["empty_rule"])
+            append_jsonl(journal, record)
+            ious.append(record["iou"])
+            bar.update(1)
+            bar.set_postfix(gIoU=f"{np.mean(ious):.3f}")
+    bar.close()
+
+    records = read_jsonl(journal)
+    metrics = compute_metrics(records, config["empty_rule"])
+    meta = {"model": config["model"], "sam": config["sam"], "dataset": str(config["dataset"]),
+            "split": config["split"], "empty_rule": config["empty_rule"], "num_samples": len(records),
+            "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
+            "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
+    report = {**meta, **metrics}
+    atomic_write_json(out / "metrics.json", report)
+    atomic_write_text(out / "metrics.md", metrics_markdown(metrics, meta))
+    write_csv(out / "per_sample.csv", records)
+    grid = visual_grid(dataset, records, out, config["grid_size"], config["seed"])
+    if grid is not None:
+        atomic_save_image(out / "grid.png", grid)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m socioreasoner.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML with any of the settings below")
+    parser.add_argument("--model")
+    parser.add_argument("--sam")
+    parser.add_argument("--dataset", help="any source load_socioseg takes")
+    parser.add_argument("--split")
+    parser.add_argument("--out")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--max-samples", type=int)
+    parser.add_argument("--empty-rule", choices=["one", "zero"])
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--min-pixels", type=int)
+    parser.add_argument("--max-pixels", type=int)
+    parser.add_argument("--levels", help="{id: level} JSON for data without levels")
+    parser.add_argument("--overwrite", action="store_true", default=None, help="start over in --out")
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> dict:
+    config = {}
+    if args.config:
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of settings")
+        unknown = set(loaded) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"{args.config}: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        config.update(loaded)
+    config.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate(load_config(args))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    overall = report["final"]["overall"]
+    print(f"gIoU {100 * overall['giou']:.1f}  cIoU {100 * overall['ciou']:.1f}  "
+          f"(stage 1: gIoU {100 * report['stage1']['overall']['giou']:.1f})  n={report['num_samples']}  "
+          f"-> {args.out or report.get('out', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

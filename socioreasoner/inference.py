@@ -1,0 +1,114 @@
+"""Gradient-free two-stage inference, shared by `predict` and `evaluate`.
+
+`Predictor.predict(samples)` runs, for a batch of samples: stage-1 generation (batched, left
+padded) → `pipeline.stage_transition` (SAM2 once per distinct image, batched decode, drafts) →
+stage-2 generation → `pipeline.final_masks`. The stage transition is the trainer's code.
+Greedy decoding unless a temperature is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from socioreasoner.pipeline import (
+    FinalResult,
+    PromptSettings,
+    Sample,
+    Stage1Result,
+    final_masks,
+    stage_transition,
+    with_images,
+)
+from socioreasoner.qwen_processor import load_qwen_processor
+from socioreasoner.segmenter import DEFAULT_SAM2, SamSegmenter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "vvangfaye/SocioReasoner-3B"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+@dataclass
+class Prediction:
+    sample: Sample
+    stage1_text: str
+    stage1: Stage1Result
+    stage2_text: str
+    final: FinalResult
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.final.mask
+
+
+class Predictor:
+    """Policy + processor + SAM2, loaded once; `predict` runs both stages on a batch of samples."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, sam: str = DEFAULT_SAM2, device: str = "auto",
+                 settings: PromptSettings | None = None, temperature: float | None = None,
+                 max_new_tokens: int = 1024, top_p: float | None = None, seed: int = 0):
+        self.model_id, self.sam_id = model, sam
+        self.device = resolve_device(device)
+        self.settings = settings or PromptSettings()
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=dtype).to(self.device).eval()
+            self.processor = load_qwen_processor(model, max_pixels=max(self.settings.max_pixels, 28 * 28 * 4))
+        except OSError as err:
+            raise OSError(f"cannot load the policy {model!r} (a hub id needs network access; or give a local "
+                          f"directory): {err}") from err
+        try:
+            self.segmenter = SamSegmenter(sam, device=self.device)
+        except OSError as err:
+            raise OSError(f"cannot load SAM2 {sam!r}: {err}") from err
+        self.generation = {"max_new_tokens": max_new_tokens, "do_sample": temperature is not None}
+        if temperature is not None:
+            self.generation.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0)
+        self.seed = seed
+        self.num_generate_calls = 0  # policy calls (tests count them to check resumption)
+
+    @torch.inference_mode()
+    def generate(self, messages: list[list[dict]]) -> list[str]:
+        """One batched `generate` over conversations (left padding); returns the completion texts."""
+        inputs = self.processor.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                    add_generation_prompt=True, return_tensors="pt", padding=True)
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if self.generation["do_sample"]:
+            torch.manual_seed(self.seed)
+        out = self.model.generate(**inputs, **self.generation, pad_token_id=self.processor.tokenizer.pad_token_id)
+        self.num_generate_calls += 1
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def predict(self, samples: list[Sample]) -> list[Prediction]:
+        t0 = time.perf_counter()
+        stage1_texts = self.generate([with_images(s.stage1_messages(self.settings), [s.map_qwen, s.sat_qwen])
+                                      for s in samples])
+        t1 = time.perf_counter()
+        embeddings = self.segmenter.encode([s.sat_image for s in samples])
+        stage1 = [stage_transition(self.segmenter, emb, s, [text], self.settings)[0]
+                  for s, emb, text in zip(samples, embeddings, stage1_texts)]
+        t2 = time.perf_counter()
+        stage2_texts = self.generate([with_images(r.messages, [r.map_draft, r.sat_draft]) for r in stage1])
+        t3 = time.perf_counter()
+        finals = [final_masks(self.segmenter, emb, s, [text])[0]
+                  for s, emb, text in zip(samples, embeddings, stage2_texts)]
+        t4 = time.perf_counter()
+        per_sample = 1 / len(samples)
+        timings = {"stage1_generate_s": (t1 - t0) * per_sample, "sam_and_render_s": (t2 - t1 + t4 - t3) * per_sample,
+                   "stage2_generate_s": (t3 - t2) * per_sample, "total_s": (t4 - t0) * per_sample}
+        return [Prediction(s, a, r, b, f, dict(timings))
+                for s, a, r, b, f in zip(samples, stage1_texts, stage1, stage2_texts, finals)]

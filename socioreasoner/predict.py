@@ -1,0 +1,136 @@
+"""Segment a socially defined entity on one (map, satellite) pair.
+
+    python -m socioreasoner.predict --map map.png --sat sat.png --query "school" --out runs/predict
+    python -m socioreasoner.predict --map map.png --sat sat.tif --query "Jinan Zoo" --geojson
+
+Writes (atomically) into --out: `mask.png` (final mask), `mask_stage1.png` (box-only mask),
+`overlay.png` (map | satellite with stage-1 boxes | satellite with final mask, boxes, points),
+`result.json` (schema: `docs/result_schema.json`) and, with --geojson, `mask.geojson`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from socioreasoner.geo import mask_to_geojson, read_image
+from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor
+from socioreasoner.io import atomic_save_image, atomic_write_json, mask_image
+from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.render import side_by_side
+from socioreasoner.segmenter import DEFAULT_SAM2
+
+logger = logging.getLogger("socioreasoner.predict")
+RESULT_SCHEMA_VERSION = 1
+
+
+def load_pair(map_path: str, sat_path: str, strict: bool = False):
+    """(map, satellite, georef); a map of another size is resized to the satellite (or refused with strict)."""
+    images = {}
+    for name, path in (("map", map_path), ("satellite", sat_path)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--{'sat' if name == 'satellite' else name} {path}: no such file")
+        try:
+            images[name] = read_image(path)
+        except OSError as err:
+            raise ValueError(f"{path}: unreadable {name} image ({err})") from err
+    (map_image, _), (sat_image, georef) = images["map"], images["satellite"]
+    if map_image.size != sat_image.size:
+        message = (f"map {map_path} is {map_image.size[0]}x{map_image.size[1]}, satellite {sat_path} is "
+                   f"{sat_image.size[0]}x{sat_image.size[1]}")
+        if strict:
+            raise ValueError(message + " (--strict: sizes must match)")
+        logger.warning("%s; resizing the map to the satellite's size", message)
+        map_image = map_image.resize(sat_image.size, Image.BICUBIC)
+    return map_image, sat_image, georef
+
+
+def result_record(prediction: Prediction, model: str, sam: str) -> dict:
+    sample, stage1, final = prediction.sample, prediction.stage1, prediction.final
+    return {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "query": sample.query,
+        "model": model,
+        "sam": sam,
+        "image_size": [sample.frame.orig_w, sample.frame.orig_h],
+        "qwen_frame": [sample.frame.w, sample.frame.h],
+        "stage1": {
+            "think": stage1.parsed.think, "answer": stage1.parsed.answer, "parse_error": stage1.parsed.error,
+            "boxes": stage1.boxes_original, "boxes_qwen": stage1.boxes,
+            "mask_area": int(stage1.mask.sum()),
+        },
+        "stage2": {
+            "think": final.parsed.think, "answer": final.parsed.answer, "parse_error": final.parsed.error,
+            "objects": final.objects_original,
+            "objects_qwen": [{"box": o.box, "points": o.points} for o in final.parsed.objects],
+            "mask_area": int(final.mask.sum()),
+        },
+        "timings": prediction.timings,
+    }
+
+
+def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, georef=None, geojson: bool = False) -> dict:
+    sample = prediction.sample
+    atomic_save_image(out / "mask.png", mask_image(prediction.final.mask))
+    atomic_save_image(out / "mask_stage1.png", mask_image(prediction.stage1.mask))
+    points = [p for o in prediction.final.objects_original for p in o["points"]]
+    overlay = side_by_side(sample.map_image, sample.sat_image, prediction.final.mask,
+                           stage1_boxes=prediction.stage1.boxes_original,
+                           final_boxes=[o["box"] for o in prediction.final.objects_original], points=points,
+                           stage1_mask=prediction.stage1.mask)
+    atomic_save_image(out / "overlay.png", overlay)
+    record = result_record(prediction, model, sam)
+    if geojson:
+        collection = mask_to_geojson(prediction.final.mask, georef, {"query": sample.query, "model": model})
+        atomic_write_json(out / "mask.geojson", collection)
+        record["geojson"] = {"file": "mask.geojson", "crs": georef.crs if georef else None,
+                             "coordinates": "crs" if georef else "pixel"}
+    atomic_write_json(out / "result.json", record)
+    return record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m socioreasoner.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--map", required=True, help="digital map image")
+    parser.add_argument("--sat", required=True, help="satellite image (PNG/JPEG, or GeoTIFF for georeferenced output)")
+    parser.add_argument("--query", required=True, help='a name, class or function, e.g. "school"')
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="policy: hub id or directory")
+    parser.add_argument("--sam", default=DEFAULT_SAM2, help="SAM2 (transformers format): hub id or directory")
+    parser.add_argument("--out", default="runs/predict")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--geojson", action="store_true", help="also write mask.geojson")
+    parser.add_argument("--strict", action="store_true", help="fail if map and satellite sizes differ")
+    parser.add_argument("--temperature", type=float, default=None, help="sample (default: greedy)")
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
+    parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict)
+        settings = PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+        predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sample = Sample.from_images(args.query, map_image, sat_image, settings)
+    prediction = predictor.predict([sample])[0]
+    out = Path(args.out)
+    record = write_outputs(prediction, out, args.model, args.sam, georef, args.geojson)
+    area = record["stage2"]["mask_area"] / (sample.frame.orig_w * sample.frame.orig_h)
+    print(f"{args.query!r}: {len(record['stage2']['objects'])} object(s), mask {area:.1%} of the image, "
+          f"{record['timings']['total_s']:.1f} s -> {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""predict and evaluate, offline with the tiny models."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+
+from socioreasoner import evaluate as evaluate_module
+from socioreasoner.data import mask_to_array
+from socioreasoner.evaluate import compute_metrics, evaluate
+from socioreasoner.geo import Georef, mask_to_geojson, rasterize_geojson
+from socioreasoner.inference import Predictor
+from socioreasoner.metrics import giou
+from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.predict import main as predict_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = PromptSettings(max_pixels=160 * 160)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_models):
+    return Predictor(str(tiny_models["qwen2_5_vl"]), str(tiny_models["sam2"]), "cpu", SETTINGS, max_new_tokens=24)
+
+
+def pair(toy_city, split="val", index=0):
+    sample_dir = sorted((toy_city / split).iterdir())[index]
+    return sample_dir / "map.png", sample_dir / "sat.png", sample_dir
+
+
+def test_predict_writes_every_file(tiny_models, toy_city, tmp_path, capsys):
+    map_path, sat_path, _ = pair(toy_city)
+    out = tmp_path / "pred"
+    code = predict_main(["--map", str(map_path), "--sat", str(sat_path), "--query", "school", "--out", str(out),
+                         "--model", str(tiny_models["qwen2_5_vl"]), "--sam", str(tiny_models["sam2"]),
+                         "--device", "cpu", "--geojson", "--max-new-tokens", "16", "--max-pixels", str(160 * 160)])
+    assert code == 0
+    assert "'school'" in capsys.readouterr().out
+    for name in ("mask.png", "mask_stage1.png", "overlay.png", "result.json", "mask.geojson"):
+        assert (out / name).is_file(), name
+    size = Image.open(sat_path).size
+    assert Image.open(out / "mask.png").size == size and Image.open(out / "mask_stage1.png").size == size
+    result = json.loads((out / "result.json").read_text())
+    jsonschema.validate(result, json.loads((ROOT / "docs/result_schema.json").read_text()))
+    assert result["image_size"] == list(size) and result["geojson"]["coordinates"] == "pixel"
+
+
+def test_predict_errors_are_clear(tiny_models, toy_city, tmp_path, capsys):
+    map_path, sat_path, _ = pair(toy_city)
+    common = ["--query", "x", "--out", str(tmp_path), "--model", str(tiny_models["qwen2_5_vl"]),
+              "--sam", str(tiny_models["sam2"]), "--device", "cpu"]
+    assert predict_main(["--map", str(tmp_path / "nope.png"), "--sat", str(sat_path), *common]) == 2
+    assert "nope.png: no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    assert predict_main(["--map", str(map_path), "--sat", str(bad), *common]) == 2
+    assert "unreadable" in capsys.readouterr().err
+    small = tmp_path / "small.png"
+    Image.open(map_path).resize((80, 80)).save(small)
+    assert predict_main(["--map", str(small), "--sat", str(sat_path), "--strict", *common]) == 2
+    assert "--strict" in capsys.readouterr().err
+    assert predict_main(["--map", str(map_path), "--sat", str(sat_path), "--query", "x", "--out", str(tmp_path),
+                         "--model", str(tmp_path / "no-model"), "--sam", str(tiny_models["sam2"])]) == 2
+    assert "cannot load the policy" in capsys.readouterr().err
+
+
+def blob_mask():
+    mask = np.zeros((120, 150), bool)
+    mask[10:60, 20:90] = True
+    mask[25:40, 40:60] = False      # a hole
+    mask[80:110, 100:140] = True    # a second component
+    return mask
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_geojson_rasterises_back_in_pixels():
+    mask = blob_mask()
+    collection = mask_to_geojson(mask)
+    assert len(collection["features"][0]["geometry"]["coordinates"]) == 2
+    assert iou(rasterize_geojson(collection, 150, 120), mask) >= 0.98
+
+
+def test_geojson_carries_a_geotiff_crs(tiny_models, toy_city, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    transform = from_origin(500000.0, 4000000.0, 0.5, 0.5)
+    mask = blob_mask()
+    georef = Georef(tuple(transform)[:6], "EPSG:32650")
+    back = rasterize_geojson(mask_to_geojson(mask, georef), 150, 120, georef)
+    assert iou(back, mask) >= 0.98
+
+    map_path, sat_path, _ = pair(toy_city)
+    sat = np.asarray(Image.open(sat_path))
+    tif = tmp_path / "sat.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=sat.shape[1], height=sat.shape[0], count=3, dtype="uint8",
+                       crs="EPSG:32650", transform=transform) as dst:
+        dst.write(np.moveaxis(sat, -1, 0))
+    out = tmp_path / "geo"
+    assert predict_main(["--map", str(map_path), "--sat", str(tif), "--query", "park", "--out", str(out),
+                         "--model", str(tiny_models["qwen2_5_vl"]), "--sam", str(tiny_models["sam2"]),
+                         "--device", "cpu", "--geojson", "--max-new-tokens", "8", "--max-pixels", str(160 * 160)]) == 0
+    collection = json.loads((out / "mask.geojson").read_text())
+    assert collection["crs"]["properties"]["name"] == "EPSG:32650"
+    assert json.loads((out / "result.json").read_text())["geojson"]["crs"] == "EPSG:32650"
+    final = mask_to_array(Image.open(out / "mask.png"))
+    if final.any():
+        assert iou(rasterize_geojson(collection, sat.shape[1], sat.shape[0], Georef(tuple(transform)[:6], None)),
+                   final) >= 0.98
+
+
+def eval_config(tiny_models, toy_city, out, **extra):
+    return {"model": str(tiny_models["qwen2_5_vl"]), "sam": str(tiny_models["sam2"]), "dataset": str(toy_city),
+            "split": "val", "out": str(out), "device": "cpu", "batch_size": 2, "max_new_tokens": 24,
+            "max_pixels": 160 * 160, **extra}
+
+
+def test_evaluate_writes_outputs_and_metrics_recompute_from_csv(tiny_models, toy_city, tmp_path, predictor):
+    out = tmp_path / "eval"
+    report = evaluate(eval_config(tiny_models, toy_city, out), predictor=predictor)
+    for name in ("metrics.json", "metrics.md", "per_sample.csv", "per_sample.jsonl", "grid.png"):
+        assert (out / name).is_file(), name
+    with open(out / "per_sample.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 == report["num_samples"]
+    ious = [float(r["iou"]) for r in rows]
+    inter = sum(int(r["intersection"]) for r in rows)
+    union = sum(int(r["union"]) for r in rows)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final"]["overall"]["giou"] == pytest.approx(giou(ious))
+    expected_ciou = inter / union if union else 1.0
+    assert metrics["final"]["overall"]["ciou"] == pytest.approx(expected_ciou)
+    assert metrics["empty_rule"] == "one" and metrics["split"] == "val"
+    for level in {r["level"] for r in rows}:
+        subset = [float(r["iou"]) for r in rows if r["level"] == level]
+        assert metrics["final"][level]["giou"] == pytest.approx(giou(subset))
+    assert "stage1" in metrics and "rewards" in metrics
+    assert "gIoU" in (out / "metrics.md").read_text()
+    for r in rows:
+        mask = mask_to_array(Image.open(out / "masks" / f"{r['id']}.png"))
+        assert mask.shape == (160, 160)
+
+
+def test_evaluate_resumes_without_recomputing(tiny_models, toy_city, tmp_path, predictor):
+    out = tmp_path / "resume"
+    calls = predictor.num_generate_calls
+    evaluate(eval_config(tiny_models, toy_city, out, max_samples=2), predictor=predictor)
+    assert predictor.num_generate_calls - calls == 2          # one batch of 2: stage 1 + stage 2
+    first = (out / "per_sample.jsonl").read_text().splitlines()
+    calls = predictor.num_generate_calls
+    report = evaluate(eval_config(tiny_models, toy_city, out), predictor=predictor)
+    assert predictor.num_generate_calls - calls == 2          # only the 2 remaining samples
+    assert (out / "per_sample.jsonl").read_text().splitlines()[:2] == first
+    assert report["num_samples"] == 4
+    calls = predictor.num_generate_calls
+    evaluate(eval_config(tiny_models, toy_city, out), predictor=predictor)
+    assert predictor.num_generate_calls == calls              # nothing left to do
+    evaluate(eval_config(tiny_models, toy_city, out, overwrite=True), predictor=predictor)
+    assert predictor.num_generate_calls - calls == 4          # --overwrite starts over
+
+
+def test_torn_journal_line_is_ignored(tiny_models, toy_city, tmp_path, predictor):
+    out = tmp_path / "torn"
+    evaluate(eval_config(tiny_models, toy_city, out, max_samples=2), predictor=predictor)
+    with open(out / "per_sample.jsonl", "a") as handle:
+        handle.write('{"id": "half-writ')
+    report = evaluate(eval_config(tiny_models, toy_city, out, max_samples=2), predictor=predictor)
+    assert report["num_samples"] == 2
+
+
+def test_batched_and_one_by_one_give_identical_masks(toy_city, predictor):
+    from socioreasoner.data import load_socioseg
+
+    ds = load_socioseg(str(toy_city), "val")
+    samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], SETTINGS) for r in ds]
+    batched = predictor.predict(samples)
+    single = [predictor.predict([s])[0] for s in samples]
+    for a, b in zip(batched, single):
+        assert a.stage1_text == b.stage1_text and a.stage2_text == b.stage2_text
+        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.stage1.mask, b.stage1.mask)
+
+
+def test_compute_metrics_reports_rewards_and_levels():
+    records = [{"level": "name", "intersection": 5, "union": 10, "stage1_intersection": 1, "stage1_union": 10,
+                "stage1_format": 2.0, "stage1_count": 1.0, "stage1_box": 0.5, "stage2_format": 1.0,
+                "stage2_points": 0.5},
+               {"level": None, "intersection": 0, "union": 0, "stage1_intersection": 0, "stage1_union": 0,
+                "stage1_format": 0.0, "stage1_count": 0.0, "stage1_box": -1.0, "stage2_format": 0.0,
+                "stage2_points": 0.0}]
+    m = compute_metrics(records, "zero")
+    assert m["final"]["overall"]["giou"] == 0.25 and m["final"]["overall"]["ciou"] == 0.5
+    assert m["final"]["name"]["n"] == 1 and m["rewards"]["stage1_box"] == -0.25
+    assert not math.isnan(m["stage1"]["overall"]["ciou"])
+    assert evaluate_module.DEFAULTS["empty_rule"] == "one"
+
+
+@pytest.mark.parametrize("name", ["eval.yaml", "eval_toy.yaml"])
+def test_eval_recipes_only_use_known_settings(name):
+    import argparse
+
+    config = evaluate_module.load_config(argparse.Namespace(config=str(ROOT / "recipes" / name)))
+    assert set(config) <= set(evaluate_module.DEFAULTS)
+    assert config["split"] in ("test", "val")
