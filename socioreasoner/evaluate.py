@@ -105,7 +105,9 @@ def metrics_markdown(metrics: dict, meta: dict) -> str:
              f"{meta['num_samples']} samples, {meta['date']}. Empty-prediction-and-empty-GT counts as IoU "
              f"{1 if meta['empty_rule'] == 'one' else 0} (`empty_rule={meta['empty_rule']}`).", "",
              "| subset | n | gIoU | cIoU | stage-1 gIoU | stage-1 cIoU |", "|---|---|---|---|---|---|"]
-    for key, final in metrics.get("final", {}).items():
+    final_groups = metrics.get("final", {})
+    for key in sorted(final_groups, key=lambda k: (k != "overall", k)):
+        final = final_groups[key]
         stage1 = metrics.get("stage1", {}).get(key, {})
         lines.append(f"| {key} | {final['n']} | {100 * final['giou']:.1f} | {100 * final['ciou']:.1f} | "
                      f"{100 * stage1.get('giou', math.nan):.1f} | {100 * stage1.get('ciou', math.nan):.1f} |")
@@ -185,7 +187,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     records = read_jsonl(journal)
     metrics = compute_metrics(records, config["empty_rule"])
     meta = {"model": config["model"], "sam": config["sam"], "dataset": str(config["dataset"]),
-            "split": config["split"], "empty_rule": config["empty_rule"], "num_samples": len(records),
+            "split": config["split"], "out": str(out), "empty_rule": config["empty_rule"],
+            "num_samples": len(records),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     overall = report["final"]["overall"]
     print(f"gIoU {100 * overall['giou']:.1f}  cIoU {100 * overall['ciou']:.1f}  "
           f"(stage 1: gIoU {100 * report['stage1']['overall']['giou']:.1f})  n={report['num_samples']}  "
-          f"-> {args.out or report.get('out', '')}")
+          f"-> {report['out']}/")
     return 0
 
 
