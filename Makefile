@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint tiny toy-data eval eval-toy clean
+.PHONY: install test test-fast lint demo tiny toy-data eval eval-toy clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.demo --out runs/demo
 
 lint: install
 	$(BIN)/ruff check socioreasoner tests benchmarks recipes

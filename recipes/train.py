@@ -63,6 +63,7 @@ def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model
     checkpoint = training_args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json (the per-step logs) next to the model
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(training_args.output_dir)
         trainer.create_model_card(dataset_name=script_args.dataset, tags=["socioreasoner", "grpo", "sam2"])

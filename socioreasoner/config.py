@@ -25,7 +25,8 @@ class SocioReasonerConfig(GRPOConfig):
     """Everything else (num_generations, beta, loss_type, use_vllm, vllm_mode, …) is TRL's own field."""
 
     sam_model: str = field(default="facebook/sam2-hiera-large",
-                           metadata={"help": "SAM2 checkpoint (transformers format): hub id or directory."})
+                           metadata={"help": "SAM2 checkpoint (transformers format): hub id or directory; "
+                                                     "'grabcut' for the classical CPU demo backend."})
     sam_device: str | None = field(default=None, metadata={"help": "Device for SAM2; default: the training device."})
     stage1_template: str = field(default=STAGE1_TEMPLATE, metadata={"help": "Stage-1 prompt template."})
     stage2_template: str = field(default=STAGE2_TEMPLATE, metadata={"help": "Stage-2 prompt template."})

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from socioreasoner.grabcut import make_segmenter
 from socioreasoner.pipeline import (
     FinalResult,
     PromptSettings,
@@ -26,7 +27,7 @@ from socioreasoner.pipeline import (
     with_images,
 )
 from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.segmenter import DEFAULT_SAM2, SamSegmenter
+from socioreasoner.segmenter import DEFAULT_SAM2
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Predictor:
             raise OSError(f"cannot load the policy {model!r} (a hub id needs network access; or give a local "
                           f"directory): {err}") from err
         try:
-            self.segmenter = SamSegmenter(sam, device=self.device)
+            self.segmenter = make_segmenter(sam, device=self.device)
         except OSError as err:
             raise OSError(f"cannot load SAM2 {sam!r}: {err}") from err
         self.generation = {"max_new_tokens": max_new_tokens, "do_sample": temperature is not None}

@@ -29,6 +29,7 @@ import torch
 from trl import GRPOTrainer
 
 from socioreasoner.config import SocioReasonerConfig
+from socioreasoner.grabcut import make_segmenter
 from socioreasoner.metrics import intersection_union, iou_from_counts
 from socioreasoner.pipeline import PromptSettings, final_masks, stage_transition
 from socioreasoner.segmenter import SamSegmenter
@@ -63,7 +64,7 @@ class SocioReasonerTrainer(GRPOTrainer):
             **kwargs,
         )
         if self.segmenter is None:
-            self.segmenter = SamSegmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
+            self.segmenter = make_segmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
         self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
 
     def _log_stage_metric(self, name: str, values: list[float]) -> None:
