@@ -84,6 +84,7 @@ def sample_record(row: dict, prediction, empty_rule: str) -> dict:
         "stage2_points": points_reward([len(o.points) for o in prediction.final.parsed.objects]),
         "seconds": prediction.timings["total_s"],
         "stage1_text": prediction.stage1_text, "stage2_text": prediction.stage2_text,
+        "stage1_boxes": prediction.stage1.boxes_original, "final_objects": prediction.final.objects_original,
     }
 
 
@@ -138,7 +139,11 @@ def visual_grid(dataset, records: list[dict], out: Path, per_group: int, seed: i
         for r in group:
             row = dataset[index[r["id"]]]
             final = mask_to_array(Image.open(out / "masks" / f"{r['id']}.png"))
-            tile = side_by_side(row["map_image"], row["sat_image"], final, gt_mask=mask_to_array(row["mask_label"]))
+            objects = r.get("final_objects", [])
+            tile = side_by_side(row["map_image"], row["sat_image"], final, stage1_boxes=r.get("stage1_boxes", []),
+                                final_boxes=[o["box"] for o in objects],
+                                points=[p for o in objects for p in o["points"]],
+                                gt_mask=mask_to_array(row["mask_label"]))
             tile = tile.resize((768, int(tile.height * 768 / tile.width)))
             label = Image.new("RGB", (tile.width, 18), "white")
             ImageDraw.Draw(label).text((4, 3), f"{name}: {r['id']} \"{r['problem']}\" IoU {r['iou']:.2f}", fill="black")
