@@ -13,7 +13,6 @@ import hashlib
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from socioreasoner.segmenter import ImageEmbedding, _normalise_object, _to_rgb_array
 
@@ -88,4 +87,4 @@ def make_segmenter(spec: str, device=None):
     return SamSegmenter(spec, device=device)
 
 
-__all__ = ["GRABCUT", "GrabCutSegmenter", "Image", "make_segmenter"]
+__all__ = ["GRABCUT", "GrabCutSegmenter", "make_segmenter"]

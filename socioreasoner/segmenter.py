@@ -173,8 +173,3 @@ class SamSegmenter:
                 for (ci, _, _), mask in zip(chunk, decoded):
                     masks[ci] |= mask
         return [m.numpy() for m in masks]
-
-    def segment_images(self, images, prompts: list) -> list[np.ndarray]:
-        """Convenience: `encode` then `segment` for (image_i, prompts_i) pairs, sharing encodes."""
-        embeddings = self.encode(images)
-        return [self.segment(emb, [objs])[0] for emb, objs in zip(embeddings, prompts)]

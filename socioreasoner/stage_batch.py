@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from socioreasoner.data.targets import mask_to_array
+from socioreasoner.frame import QwenFrame
 from socioreasoner.pipeline import PromptSettings, Sample, Stage1Result
 
 
@@ -46,13 +45,10 @@ def training_dataset(dataset, settings: PromptSettings):
         rows = [training_row(r, settings) for r in records]
         return {key: [row[key] for row in rows] for key in rows[0]}
 
-    view = dataset.with_transform(transform)
-    return view
+    return dataset.with_transform(transform)
 
 
 def sample_of(row: dict) -> Sample:
-    from socioreasoner.frame import QwenFrame
-
     ow, oh, w, h = row["frame"]
     frame = QwenFrame(ow, oh, w, h)
     map_qwen, sat_qwen = row["images"]
@@ -116,10 +112,11 @@ def concat_stage_outputs(first: dict, second: dict, pad_token_id: int) -> dict:
             out[key] = torch.cat([_pad_to(a, p_len, value, "left"), _pad_to(b, p_len, value, "left")])
         elif key in _RIGHT_PADDED:
             value = pad_token_id if _RIGHT_PADDED[key] is None else _RIGHT_PADDED[key]
-            if a.dim() > 1 and a.size(1) > 1 or b.dim() > 1 and b.size(1) > 1 or key != "importance_sampling_ratio":
-                out[key] = torch.cat([_pad_to(a, c_len, value, "right"), _pad_to(b, c_len, value, "right")])
-            else:  # sequence-level ratio (B, 1)
+            sequence_level = key == "importance_sampling_ratio" and a.size(1) == b.size(1) == 1  # (B, 1)
+            if sequence_level:
                 out[key] = torch.cat([a, b])
+            else:
+                out[key] = torch.cat([_pad_to(a, c_len, value, "right"), _pad_to(b, c_len, value, "right")])
         elif key in _PROMPT_PLUS_COMPLETION:
             parts = []
             for t, src in ((a, first), (b, second)):
@@ -135,9 +132,3 @@ def concat_stage_outputs(first: dict, second: dict, pad_token_id: int) -> dict:
         else:
             raise ValueError(f"don't know how to join the stage outputs' {key!r}")
     return out
-
-
-def as_bool_mask(value) -> np.ndarray:
-    if isinstance(value, Image.Image):
-        return mask_to_array(value)
-    return np.asarray(value, bool)
