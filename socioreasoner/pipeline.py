@@ -19,7 +19,7 @@ from PIL import Image
 from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFrame
 from socioreasoner.parsing import ParsedCompletion, parse_completion
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, stage1_prompt, stage2_prompt
-from socioreasoner.render import render_draft
+from socioreasoner.render import render_draft, resize_mask
 from socioreasoner.segmenter import ImageEmbedding, SamSegmenter
 
 
@@ -91,8 +91,7 @@ def stage_transition(segmenter: SamSegmenter, embedding: ImageEmbedding, sample:
     masks = segmenter.segment(embedding, [[{"box": b} for b in boxes] for boxes in boxes_original])
     results = []
     for p, boxes_o, mask in zip(parsed, boxes_original, masks):
-        mask_qwen = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((frame.w, frame.h),
-                                                                                   Image.NEAREST)) > 0
+        mask_qwen = resize_mask(mask, (frame.w, frame.h))  # once, for both drafts
         result = Stage1Result(
             parsed=p, boxes=p.boxes, boxes_original=boxes_o, mask=mask,
             map_draft=render_draft(sample.map_qwen, p.boxes, mask_qwen),

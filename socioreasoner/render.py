@@ -17,11 +17,16 @@ GT_MASK_COLOUR = (255, 200, 0)
 POINT_COLOUR = (255, 0, 255)
 
 
-def _mask_for(image: Image.Image, mask) -> np.ndarray:
+def resize_mask(mask, size: tuple[int, int]) -> np.ndarray:
+    """A boolean mask resized (nearest) to `size` = (width, height); unchanged if it already fits."""
     mask = np.asarray(mask, bool)
-    if mask.shape != (image.height, image.width):
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(image.size, Image.NEAREST)) > 0
-    return mask
+    if mask.shape == (size[1], size[0]):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+
+
+def _mask_for(image: Image.Image, mask) -> np.ndarray:
+    return resize_mask(mask, image.size)
 
 
 def overlay_mask(image: Image.Image, mask, colour=DRAFT_MASK_COLOUR, alpha: float = 0.4) -> Image.Image:

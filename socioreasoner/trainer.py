@@ -67,20 +67,24 @@ class SocioReasonerTrainer(GRPOTrainer):
             self.segmenter = make_segmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
         self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
 
+    def _summed_over_processes(self, *values: float) -> list[float]:
+        local = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.gather(local).view(-1, len(values)).sum(0).tolist()
+
+    def _metric_list(self, name: str) -> list:
+        return self._metrics["train" if self.model.training else "eval"][name]
+
     def _log_stage_metric(self, name: str, values: list[float]) -> None:
-        mode = "train" if self.model.training else "eval"
-        local = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=self.accelerator.device)
-        total, count = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
+        """Mean of `values` over all processes."""
+        total, count = self._summed_over_processes(sum(values), len(values))
         if count:
-            self._metrics[mode][name].append(total / count)
+            self._metric_list(name).append(total / count)
 
     def _log_row_counts(self, stage1: int, stage2: int) -> None:
         """Rows each stage adds to this generation batch, summed over processes."""
-        mode = "train" if self.model.training else "eval"
-        local = torch.tensor([stage1, stage2], dtype=torch.float64, device=self.accelerator.device)
-        totals = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
-        self._metrics[mode]["stage1/rows"].append(totals[0])
-        self._metrics[mode]["stage2/rows"].append(totals[1])
+        totals = self._summed_over_processes(stage1, stage2)
+        self._metric_list("stage1/rows").append(totals[0])
+        self._metric_list("stage2/rows").append(totals[1])
 
     def _iou(self, pred, gt) -> float:
         return iou_from_counts(*intersection_union(pred, gt), empty_rule=self.args.empty_rule)

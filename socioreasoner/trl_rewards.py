@@ -33,6 +33,11 @@ def completion_text(completion) -> str:
     return content
 
 
+def _row(columns: dict, i: int) -> dict:
+    """Row i of the per-row columns TRL passes to reward functions (scalars like trainer_state skipped)."""
+    return {key: values[i] for key, values in columns.items() if isinstance(values, list)}
+
+
 def _per_row(stage: int, fn):
     def reward(prompts, completions, **columns):
         stages = columns["stage"]
@@ -41,8 +46,7 @@ def _per_row(stage: int, fn):
             if stages[i] != stage:
                 out.append(None)
                 continue
-            row = {key: values[i] for key, values in columns.items() if isinstance(values, list)}
-            out.append(float(fn(completion_text(completion), row)))
+            out.append(float(fn(completion_text(completion), _row(columns, i))))
         return out
     return reward
 
@@ -98,7 +102,7 @@ class Stage2MaskIoU:
         out = [None] * len(completions)
         if not index:
             return out
-        rows = [{key: values[i] for key, values in columns.items() if isinstance(values, list)} for i in index]
+        rows = [_row(columns, i) for i in index]
         ious = self.final_mask_ious(rows, [completion_text(completions[i]) for i in index])
         for i, iou in zip(index, ious):
             out[i] = float(iou)
