@@ -28,6 +28,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
+from socioreasoner.policy import freeze_vision_tower
 from socioreasoner.qwen_processor import load_qwen_processor
 from socioreasoner.trainer import SocioReasonerTrainer
 
@@ -56,6 +57,8 @@ def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
         attn_implementation=model_args.attn_implementation)
+    if training_args.freeze_vision_tower:
+        logger.info("froze %d vision-tower tensors", freeze_vision_tower(model))
     processor = load_qwen_processor(model_args.model_name_or_path, max_pixels=max(training_args.max_pixels,
                                                                                  28 * 28 * 4))
     trainer = SocioReasonerTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,

@@ -28,6 +28,8 @@ class SocioReasonerConfig(GRPOConfig):
                            metadata={"help": "SAM2 checkpoint (transformers format): hub id or directory; "
                                                      "'grabcut' for the classical CPU demo backend."})
     sam_device: str | None = field(default=None, metadata={"help": "Device for SAM2; default: the training device."})
+    freeze_vision_tower: bool = field(default=False, metadata={
+        "help": "Train the language model only: no gradients into the vision encoder and merger."})
     stage1_template: str = field(default=STAGE1_TEMPLATE, metadata={"help": "Stage-1 prompt template."})
     stage2_template: str = field(default=STAGE2_TEMPLATE, metadata={"help": "Stage-2 prompt template."})
     min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Qwen frame: smart_resize min pixels."})

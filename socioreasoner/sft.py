@@ -86,17 +86,23 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
 
 
 def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps: int = 200,
-            learning_rate: float = 2e-3, batch_size: int = 4, use_cpu: bool = True, seed: int = 0) -> Path:
-    """SFT the Qwen2.5-VL at `model_path` on `examples`; writes model + processor to `out_dir`."""
+            learning_rate: float = 2e-3, batch_size: int = 4, use_cpu: bool = True, seed: int = 0,
+            freeze_vision: bool = False) -> Path:
+    """SFT the Qwen2.5-VL at `model_path` on `examples`; writes model + processor to `out_dir`.
+
+    `freeze_vision`: train the language model only (see `policy.freeze_vision_tower`)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
     from trl import SFTConfig, SFTTrainer
 
+    from socioreasoner.policy import freeze_vision_tower
     from socioreasoner.qwen_processor import load_qwen_processor
     from socioreasoner.trl_cpu import compact_scoring_on_cpu
 
     compact_scoring_on_cpu()
     processor = load_qwen_processor(model_path)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path)
+    if freeze_vision:
+        freeze_vision_tower(model)
     args = SFTConfig(
         output_dir=out_dir, max_steps=max_steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
         lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), logging_steps=max(1, max_steps // 10),
@@ -124,12 +130,13 @@ def main(argv=None) -> None:
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--freeze-vision", action="store_true", help="train the language model only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     settings = PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     examples = sft_examples(load_socioseg(args.dataset, args.split), settings, seed=args.seed)
     run_sft(args.model, examples, args.out, max_steps=args.steps, learning_rate=args.lr,
-            batch_size=args.batch_size, seed=args.seed)
+            batch_size=args.batch_size, seed=args.seed, freeze_vision=args.freeze_vision)
     print(f"SFT model written to {args.out}")
 
 

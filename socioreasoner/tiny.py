@@ -32,7 +32,8 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def tiny_qwen_config(hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2) -> Qwen2_5_VLConfig:
+def tiny_qwen_config(hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2,
+                     rope_theta: float = 1_000_000.0) -> Qwen2_5_VLConfig:
     """A Qwen2.5-VL config with the real structure and special-token ids, at toy widths."""
     heads = 4
     head_dim = hidden_size // heads
@@ -46,7 +47,7 @@ def tiny_qwen_config(hidden_size: int = 64, num_layers: int = 2, vision_depth: i
             num_attention_heads=heads,
             num_key_value_heads=2,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
+            rope_parameters={"rope_type": "default", "rope_theta": rope_theta,
                              "mrope_section": [2 * unit, 3 * unit, 3 * unit]},
             bos_token_id=151643,
             eos_token_id=151645,

@@ -86,6 +86,25 @@ def test_toy_city_is_deterministic_and_well_formed():
     assert min(counts) >= 1 and max(counts) <= 4 and len(set(counts)) >= 3
 
 
+def test_grid_layout_uses_nine_fixed_parcels_and_unique_target_classes():
+    from socioreasoner.data.synthetic import CLASSES
+
+    all_boxes, counts = set(), []
+    for seed in range(30):
+        s = generate_sample(seed, size=168, layout="grid")
+        boxes = mask_to_boxes(s["mask"])
+        all_boxes.update(tuple(b) for b in boxes)
+        counts.append(len(boxes))
+        # no parcel outside the targets has a target's map colour, so the colours answer every query
+        target_fills = {CLASSES[c][1] for c in s["target_classes"]}
+        off_target = s["map"][s["mask"] == 0]
+        for fill in target_fills:
+            assert not np.all(off_target == np.array(fill, np.uint8), axis=1).any(), (seed, s["problem"])
+    assert len(all_boxes) <= 9 and set(counts) == {1, 2}
+    with pytest.raises(ValueError, match="layout"):
+        generate_sample(0, layout="spiral")
+
+
 def test_synthetic_output_loads_unchanged(toy_city):
     ds = load_socioseg(str(toy_city), "train")
     assert ds.column_names == ["id", "problem", "map_image", "sat_image", "mask_label", "level", "gt_boxes",

@@ -26,8 +26,12 @@ def test_quick_demo_report_is_recomputable(tmp_path):
         assert saved[phase]["stage1_giou"] == pytest.approx(giou(float(r["stage1_iou"]) for r in rows))
         expected_ciou = ciou([int(r["intersection"]) for r in rows], [int(r["union"]) for r in rows], "one")
         assert saved[phase]["ciou"] == pytest.approx(expected_ciou)
+        reliance = saved[phase]["image_reliance"]
+        assert reliance["n"] == 3 and reliance["own_images_loss"] > 0
+        assert reliance["gap"] == pytest.approx(reliance["shuffled_images_loss"] - reliance["own_images_loss"])
         for key in ("stage1_format", "stage1_count", "stage2_points"):
             assert saved[phase][key] == pytest.approx(sum(float(r[key]) for r in rows) / len(rows))
     assert [h["step"] for h in saved["grpo_log"] if "loss" in h] == [1]
     assert report["settings"]["grpo_steps"] == 1
     assert "| final gIoU |" in (out / "report.md").read_text()
+    assert "| image reliance" in (out / "report.md").read_text()

@@ -33,3 +33,26 @@ def test_component_points_lie_on_the_mask_strictly_inside_the_box():
     for _ in range(20):
         for x, y in component_points(mask, [8, 5, 11, 19], rng):
             assert mask[y, x] and 8 < x < 11 and 5 < y < 19
+
+
+def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models, toy_city, tmp_path):
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from socioreasoner.policy import freeze_vision_tower
+    from socioreasoner.sft import run_sft
+
+    path = str(tiny_models["qwen2_5_vl"])
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
+    assert freeze_vision_tower(model) == len(list(model.model.visual.parameters())) > 0
+    assert not any(p.requires_grad for p in model.model.visual.parameters())
+    assert all(p.requires_grad for p in model.model.language_model.parameters())
+
+    examples = sft_examples(load_socioseg(str(toy_city), "train"), PromptSettings(max_pixels=160 * 160), stages=(1,))
+    out = run_sft(path, examples, str(tmp_path / "sft"), max_steps=3, learning_rate=1e-2, freeze_vision=True)
+    trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out))
+    before, after = model.state_dict(), trained.state_dict()
+    vision = [k for k in before if k.startswith("model.visual.")]
+    language = [k for k in before if k.startswith("model.language_model.")]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert any(not torch.equal(before[k], after[k]) for k in language)

@@ -97,3 +97,19 @@ def test_builds_are_deterministic(tmp_path):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_rope_theta_sets_how_far_image_columns_rotate_apart():
+    """The knob docs/toy_learnability.md discusses: M-RoPE's width slots get the lowest frequencies."""
+    import math
+
+    from socioreasoner.tiny import tiny_qwen_config
+
+    def width_rotation_per_column(theta):
+        text = tiny_qwen_config(rope_theta=theta).text_config
+        head_dim = text.hidden_size // text.num_attention_heads
+        first_width_slot = sum(text.rope_parameters["mrope_section"][:2])
+        return text.rope_parameters["rope_theta"] ** (-2 * first_width_slot / head_dim)
+
+    assert width_rotation_per_column(1_000_000.0) < 1e-3
+    assert math.isclose(width_rotation_per_column(2.0), 2 ** (-10 / 16))

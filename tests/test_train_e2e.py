@@ -47,7 +47,8 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
     # 2 prompts x G=4 per step: 16 sampled completions over the run, so some reward variance
     # does not hinge on one lucky group
     common = ["--model_name_or_path", str(sft_policy), "--sam_model", str(tiny_models["sam2"]),
-              "--dataset", str(toy_city), "--output_dir", str(out), "--per_device_train_batch_size", "8"]
+              "--dataset", str(toy_city), "--output_dir", str(out), "--per_device_train_batch_size", "8",
+              "--freeze_vision_tower", "true"]
     launch(*common, "--max_steps", "2")
 
     logs = [h for h in history(out / "checkpoint-2") if "loss" in h]
@@ -63,6 +64,7 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
     start, end = load_file(sft_policy / "model.safetensors"), load_file(out / "model.safetensors")
     changed = [k for k in start if not (start[k] == end[k]).all()]
     assert changed, "no policy parameter changed"
+    assert not [k for k in changed if k.startswith("model.visual.")], "the frozen vision tower changed"
     assert list((out / "runs").rglob("events.out.tfevents*")), "no tensorboard events"
     assert (out / "checkpoint-1").is_dir() and (out / "chat_template.jinja").is_file()
 

@@ -55,6 +55,14 @@ class Parcel:
     extras: dict = field(default_factory=dict)
 
 
+def _grid_layout(size: int, n: int = 3) -> list[Parcel]:
+    """An n x n grid of equal blocks, one parcel each: the same nine boxes in every sample."""
+    road = max(4, size // 32)
+    cuts = np.linspace(0, size, n + 1).round().astype(int)
+    return [Parcel((cuts[c] + road // 2, cuts[r] + road // 2, cuts[c + 1] - road // 2 - 1, cuts[r + 1] - road // 2 - 1))
+            for r in range(n) for c in range(n)]
+
+
 def _layout(rng: np.random.Generator, size: int) -> list[Parcel]:
     """Blocks on a jittered grid, each split into one or two parcels, sometimes a small one."""
     n = int(rng.integers(3, 5))
@@ -89,8 +97,12 @@ def _layout(rng: np.random.Generator, size: int) -> list[Parcel]:
     return parcels
 
 
-def _assign(rng: np.random.Generator, parcels: list[Parcel]) -> tuple[str, str, list[int]]:
-    """Pick a query (level, text) and the target parcels; give every parcel a class and name."""
+def _assign(rng: np.random.Generator, parcels: list[Parcel], k_choices=(1, 1, 2, 2, 3, 4),
+            unique_class: bool = False) -> tuple[str, str, list[int]]:
+    """Pick a query (level, text) and the target parcels; give every parcel a class and name.
+
+    `unique_class`: no other parcel shares a target's class, so a name query is also answered
+    by the map's colours (the grid city, where a tiny model cannot read the labels)."""
     candidates = [i for i, p in enumerate(parcels) if not p.extras.get("background")]
     level = str(rng.choice(["name", "class", "function"]))
     if level == "function":
@@ -99,9 +111,11 @@ def _assign(rng: np.random.Generator, parcels: list[Parcel]) -> tuple[str, str, 
     else:
         target_classes = [str(rng.choice([c for c in CLASSES if c != "residential"]))]
     k_max = 2 if level == "name" else 4
-    k = int(min(rng.choice([1, 1, 2, 2, 3, 4]), k_max, max(1, len(candidates) - 2)))
+    k = int(min(rng.choice(list(k_choices)), k_max, max(1, len(candidates) - 2)))
     targets = [int(i) for i in rng.choice(candidates, size=k, replace=False)]
-    others = [c for c in CLASSES if c not in target_classes] if level != "name" else list(CLASSES)
+    others = [c for c in CLASSES if c not in target_classes]
+    if level == "name" and not unique_class:
+        others = list(CLASSES)
     prefixes = list(rng.permutation(NAME_PREFIXES))
     # the target's name is drawn first, so no other place can share it
     target_name = f"{prefixes.pop()} {CLASSES[target_classes[0]][2]}" if level == "name" else None
@@ -220,11 +234,24 @@ def _draw_satellite(rng: np.random.Generator, parcels: list[Parcel], size: int) 
     return noisy
 
 
-def generate_sample(seed: int, size: int = 224) -> dict:
-    """One toy-city sample: map, satellite, mask (uint8 arrays), problem, level, target classes."""
+LAYOUTS = ("city", "grid")
+
+
+def generate_sample(seed: int, size: int = 224, layout: str = "city") -> dict:
+    """One toy-city sample: map, satellite, mask (uint8 arrays), problem, level, target classes.
+
+    `layout="city"`: a jittered grid of 3-4 blocks a side, split parcels, small corner parcels,
+    1-4 targets. `layout="grid"`: nine equal blocks, one parcel each, 1-2 targets whose class
+    no other parcel has — a task a tiny policy can learn on a CPU in minutes (the demo)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS} (got {layout!r})")
     rng = np.random.default_rng(seed)
-    parcels = _layout(rng, size)
-    level, problem, targets = _assign(rng, parcels)
+    if layout == "grid":
+        parcels = _grid_layout(size)
+        level, problem, targets = _assign(rng, parcels, k_choices=(1, 1, 2), unique_class=True)
+    else:
+        parcels = _layout(rng, size)
+        level, problem, targets = _assign(rng, parcels)
     mask = np.zeros((size, size), np.uint8)
     for i in targets:
         x1, y1, x2, y2 = parcels[i].box
@@ -254,14 +281,14 @@ def write_sample(sample: dict, sample_dir: Path) -> None:
 
 
 def generate_toy_city(out: str | Path, num_samples: int, seed: int = 0, splits=("train", "val", "test"),
-                      size: int = 224, progress: bool = True) -> Path:
+                      size: int = 224, layout: str = "city", progress: bool = True) -> Path:
     """Write `num_samples` samples into each split of `out` in the raw SocioSeg layout."""
     if size < 112:
         raise ValueError(f"size must be >= 112 px (got {size})")
     out = Path(out)
     for split in splits:
         for index in tqdm(range(num_samples), desc=f"toy city {split}", disable=not progress):
-            sample = generate_sample(_split_seed(seed, split, index), size=size)
+            sample = generate_sample(_split_seed(seed, split, index), size=size, layout=layout)
             write_sample(sample, out / split / f"{split}_{index:05d}")
     return out
 
@@ -273,10 +300,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--splits", default="train,val,test", help="comma-separated split names")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (>= 112)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="city",
+                        help="city: irregular blocks, 1-4 targets; grid: nine equal blocks, 1-2 targets (the demo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     splits = [s for s in args.splits.split(",") if s]
-    out = generate_toy_city(args.out, args.num_samples, seed=args.seed, splits=splits, size=args.size)
+    out = generate_toy_city(args.out, args.num_samples, seed=args.seed, splits=splits, size=args.size,
+                            layout=args.layout)
     print(f"wrote {args.num_samples} samples x {len(splits)} split(s) to {out}")
 
 
