@@ -123,7 +123,7 @@ def finetune(sam: str, train, steps: int, out_dir: str, lr: float = 8e-3, batch_
         (loss / len(indices)).backward()
         optimizer.step()
         schedule.step()
-        bar.set_postfix(loss=f"{float(loss) / len(indices):.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()) / len(indices):.3f}")
     model.eval()
     model.requires_grad_(False)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
