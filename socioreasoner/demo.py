@@ -6,7 +6,8 @@
 Steps: tiny models → toy city (train + held-out val) → SFT warm start of the policy on
 GT-derived stage-1/stage-2 targets → evaluation on val ("before") → two-stage GRPO with
 `recipes/toy_cpu.yaml` (through `accelerate launch recipes/train.py`, the user's command) →
-evaluation on val ("after") → `predict` on one held-out pair. Writes `report.md`,
+evaluation on val ("after"), each evaluation with the policy's image reliance
+(`socioreasoner.diagnostics`) → `predict` on one held-out pair. Writes `report.md`,
 `report.json` (`{"before": {...}, "after": {...}, "wall_seconds": ...}`) and `curves.png`
 (every reward component and the stage-1 / stage-2 mask IoU per GRPO step).
 """

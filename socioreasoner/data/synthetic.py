@@ -113,9 +113,8 @@ def _assign(rng: np.random.Generator, parcels: list[Parcel], k_choices=(1, 1, 2,
     k_max = 2 if level == "name" else 4
     k = int(min(rng.choice(list(k_choices)), k_max, max(1, len(candidates) - 2)))
     targets = [int(i) for i in rng.choice(candidates, size=k, replace=False)]
-    others = [c for c in CLASSES if c not in target_classes]
-    if level == "name" and not unique_class:
-        others = list(CLASSES)
+    shared_classes = level == "name" and not unique_class
+    others = list(CLASSES) if shared_classes else [c for c in CLASSES if c not in target_classes]
     prefixes = list(rng.permutation(NAME_PREFIXES))
     # the target's name is drawn first, so no other place can share it
     target_name = f"{prefixes.pop()} {CLASSES[target_classes[0]][2]}" if level == "name" else None
@@ -242,7 +241,7 @@ def generate_sample(seed: int, size: int = 224, layout: str = "city") -> dict:
 
     `layout="city"`: a jittered grid of 3-4 blocks a side, split parcels, small corner parcels,
     1-4 targets. `layout="grid"`: nine equal blocks, one parcel each, 1-2 targets whose class
-    no other parcel has — a task a tiny policy can learn on a CPU in minutes (the demo)."""
+    no other parcel has — the easiest task the toy city offers (the demo's)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS} (got {layout!r})")
     rng = np.random.default_rng(seed)
