@@ -23,6 +23,7 @@ def main():
     parser.add_argument("--out", default="runs/gpu_smoke")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--build-only", action="store_true", help="write the models and the data, then stop")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_smoke needs a CUDA GPU")
@@ -41,6 +42,8 @@ def main():
     sam = build_tiny_sam2(out / "sam2_hiera_large", real_size=True)
     data = load_socioseg(str(generate_toy_city(out / "toy768", 2, splits=("train",), size=768, progress=False)),
                          "train")
+    if args.build_only:
+        return
     config = SocioReasonerConfig(
         output_dir=str(out / "run"), bf16=True, sam_model=str(sam), num_generations=4, per_device_train_batch_size=8,
         max_completion_length=args.max_new_tokens, max_steps=1, beta=0.005, loss_type="grpo", report_to="none",

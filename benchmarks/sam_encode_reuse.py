@@ -2,11 +2,15 @@
 
     python benchmarks/sam_encode_reuse.py                 # tiny SAM2, CPU
     python benchmarks/sam_encode_reuse.py --device cuda   # SAM2 hiera-large architecture (random weights)
+    python benchmarks/sam_encode_reuse.py --device cuda --compare-fp32   # + bf16 autocast vs fp32
+
 
 One image, G completions x N objects (boxes + 2 points each). (a) as the reference code: for
 every completion, encode the image again and decode its objects one `predict` at a time;
 (b) `SamSegmenter.encode` once, then one batched `segment` over all completions. Prints the
 encoder calls, decoder calls and wall time of each, and the ratios, measured in the same run.
+`--compare-fp32` (CUDA) also runs (b) without bf16 autocast and prints the time ratio and the
+mask IoU between the bf16 and fp32 masks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from socioreasoner.metrics import mask_iou
 from socioreasoner.segmenter import SamSegmenter
 from socioreasoner.tiny import build_tiny_sam2
 
@@ -76,6 +81,7 @@ def main():
     parser.add_argument("--objects", type=int, default=3)
     parser.add_argument("--size", type=int, default=768, help="image side (SocioSeg: 768)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-fp32", action="store_true", help="CUDA: also time (b) in fp32, compare masks")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,12 +94,20 @@ def main():
         prompts = make_prompts(rng, args.size, args.completions, args.objects)
         t_ref, enc_ref, dec_ref, masks_ref = measure(reference_style, seg, image, prompts, args.repeats)
         t_new, enc_new, dec_new, masks_new = measure(reuse_style, seg, image, prompts, args.repeats)
+        if args.compare_fp32 and device.type == "cuda":
+            fp32 = SamSegmenter(tmp, device=device, bf16=False)
+            t_fp32, _, _, masks_fp32 = measure(reuse_style, fp32, image, prompts, args.repeats)
     same = all(np.array_equal(a, b) for a, b in zip(masks_ref, masks_new))
     print(f"model: {name}, device: {device}, image {args.size}px, G={args.completions} x {args.objects} objects")
     print(f"(a) re-encode per completion: {t_ref * 1000:9.1f} ms  encoder calls {enc_ref:4.0f}  decoder calls {dec_ref:4.0f}")
     print(f"(b) encode once + batched   : {t_new * 1000:9.1f} ms  encoder calls {enc_new:4.0f}  decoder calls {dec_new:4.0f}")
     print(f"encode-count ratio (a/b): {enc_ref / enc_new:.1f}x   time ratio (a/b): {t_ref / t_new:.2f}x   "
           f"identical masks: {same}")
+    if args.compare_fp32 and device.type == "cuda":
+        ious = [mask_iou(a, b) for a, b in zip(masks_new, masks_fp32)]
+        print(f"(b) in fp32                 : {t_fp32 * 1000:9.1f} ms   fp32/bf16 time ratio: {t_fp32 / t_new:.2f}x   "
+              f"bf16 vs fp32 mask IoU: mean {np.mean(ious):.4f}, min {np.min(ious):.4f}   "
+              f"foreground (fp32): {np.mean([m.mean() for m in masks_fp32]):.3f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,26 @@ def _load_preprocessor_config(model_id: str, **hub_kwargs) -> dict:
     return json.loads(path.read_text())
 
 
+@contextmanager
+def _whole_weights():
+    """Load SAM2 unpartitioned even inside a DeepSpeed ZeRO-3 run.
+
+    Under `accelerate launch` with ZeRO-3 and `zero3_init_flag`, transformers partitions the
+    weights of every model loaded with `from_pretrained` (`deepspeed.zero.Init`). SAM2 is frozen
+    and runs outside DeepSpeed's engine, so partitioned it would hold empty placeholders (seen on
+    an H100: "weight should have at least three dimensions" in its first conv). The switch is
+    transformers' global ZeRO-3 config reference; it is cleared for the load and restored after.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
 def _to_rgb_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
@@ -84,10 +104,12 @@ class SamSegmenter:
     """Frozen SAM2: `encode` distinct images once, `segment` many prompts per image."""
 
     def __init__(self, model_id: str = DEFAULT_SAM2, device: str | torch.device | None = None,
-                 max_batch_objects: int = 64, **hub_kwargs):
+                 max_batch_objects: int = 64, bf16: bool = True, **hub_kwargs):
         self.model_id = model_id
+        self.bf16 = bf16  # on CUDA, run SAM2 under bf16 autocast (as Meta's predictor does); CPU stays fp32
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = Sam2Model.from_pretrained(model_id, **hub_kwargs).to(self.device).eval()
+        with _whole_weights():
+            self.model = Sam2Model.from_pretrained(model_id, **hub_kwargs).to(self.device).eval()
         self.model.requires_grad_(False)
         config = _load_preprocessor_config(model_id, **hub_kwargs)
         self.input_size = (int(config["size"]["height"]), int(config["size"]["width"]))
@@ -99,7 +121,7 @@ class SamSegmenter:
         self.num_decodes = 0  # mask-decoder calls
 
     def _autocast(self):
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
@@ -134,8 +156,10 @@ class SamSegmenter:
         scale = torch.tensor([self.input_size[1] / embedding.width, self.input_size[0] / embedding.height])
         return coords * scale.repeat(coords.shape[-1] // 2)
 
-    def _decode(self, embedding: ImageEmbedding, boxes: list, points: list) -> torch.Tensor:
-        """Best-of-multimask masks (N, H, W) bool for N objects that all have len(points[i]) points."""
+    @torch.inference_mode()
+    def decode_logits(self, embedding: ImageEmbedding, boxes: list, points: list) -> torch.Tensor:
+        """Best-of-multimask mask logits (N, H, W) at the original size, for N objects that all have
+        len(points[i]) points; a mask is logits > 0."""
         box_tensor = self._to_input_frame(torch.tensor(boxes, dtype=torch.float32), embedding)[None]
         kwargs = {"input_boxes": box_tensor.to(self.device)}
         if points and len(points[0]):
@@ -151,7 +175,7 @@ class SamSegmenter:
         upsampled = F.interpolate(best[:, None], size=self.input_size, mode="bilinear", align_corners=False)
         full = F.interpolate(upsampled, size=(embedding.height, embedding.width), mode="bilinear",
                              align_corners=False)
-        return (full[:, 0] > 0).cpu()
+        return full[:, 0].cpu()
 
     @torch.inference_mode()
     def segment(self, embedding: ImageEmbedding, prompts: list) -> list[np.ndarray]:
@@ -169,7 +193,7 @@ class SamSegmenter:
         for group in by_count.values():
             for start in range(0, len(group), self.max_batch_objects):
                 chunk = group[start:start + self.max_batch_objects]
-                decoded = self._decode(embedding, [c[1] for c in chunk], [c[2] for c in chunk])
+                decoded = self.decode_logits(embedding, [c[1] for c in chunk], [c[2] for c in chunk]) > 0
                 for (ci, _, _), mask in zip(chunk, decoded):
                     masks[ci] |= mask
         return [m.numpy() for m in masks]

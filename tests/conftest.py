@@ -22,3 +22,16 @@ def toy_city(tmp_path_factory):
 
     return generate_toy_city(tmp_path_factory.mktemp("toy"), num_samples=4, seed=0,
                              splits=("train", "val"), size=160, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sft_policy(tiny_models, toy_city, tmp_path_factory):
+    """A tiny policy warm-started on the answer format, so GRPO sees rewards that vary."""
+    from socioreasoner.data import load_socioseg
+    from socioreasoner.pipeline import PromptSettings
+    from socioreasoner.sft import run_sft, sft_examples
+
+    # stage-1 targets only, 100 steps: a margin over the ~60 at which sampled completions start to follow the format
+    examples = sft_examples(load_socioseg(str(toy_city), "train"), PromptSettings(max_pixels=50176), stages=(1,))
+    return run_sft(str(tiny_models["qwen2_5_vl"]), examples, str(tmp_path_factory.mktemp("sft")), max_steps=100,
+                   learning_rate=1e-2)

@@ -91,3 +91,24 @@ def test_frozen_and_bad_objects(segmenter, images):
     with pytest.raises(ValueError, match="RGB"):
         segmenter.encode([np.zeros((5, 5))])
     assert torch.device("cpu") == segmenter.device
+
+
+def test_sam2_loads_whole_inside_a_zero3_run(tiny_models):
+    """Under ZeRO-3 transformers would partition SAM2 on load; the segmenter must load it whole."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    class Zero3Config:  # what accelerate registers for a ZeRO-3 launch, as transformers reads it
+        def is_zero3(self):
+            return True
+
+    config = Zero3Config()
+    hf_deepspeed.set_hf_deepspeed_config(config)
+    try:
+        assert is_deepspeed_zero3_enabled()
+        seg = SamSegmenter(str(tiny_models["sam2"]), device="cpu")
+        assert is_deepspeed_zero3_enabled()  # restored for the policy that DeepSpeed does partition
+    finally:
+        hf_deepspeed.unset_hf_deepspeed_config()
+    conv = seg.model.vision_encoder.backbone.patch_embed.projection.weight
+    assert conv.dim() == 4 and conv.numel() > 0

@@ -14,19 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 REWARDS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
 
-@pytest.fixture(scope="module")
-def sft_policy(tiny_models, toy_city, tmp_path_factory):
-    """A tiny policy warm-started on the answer format, so GRPO sees rewards that vary."""
-    from socioreasoner.data import load_socioseg
-    from socioreasoner.pipeline import PromptSettings
-    from socioreasoner.sft import run_sft, sft_examples
-
-    # stage-1 targets only, 100 steps: a margin over the ~60 at which sampled completions start to follow the format
-    examples = sft_examples(load_socioseg(str(toy_city), "train"), PromptSettings(max_pixels=50176), stages=(1,))
-    return run_sft(str(tiny_models["qwen2_5_vl"]), examples, str(tmp_path_factory.mktemp("sft")), max_steps=100,
-                   learning_rate=1e-2)
-
-
 def launch(*overrides):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "recipes/accelerate/single.yaml"), str(ROOT / "recipes/train.py"),

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, cheapest first; each prints its numbers (README, hardware table).
+#
+#   bash benchmarks/gpu_checks.sh runs/gpu_checks            # all
+#   bash benchmarks/gpu_checks.sh runs/gpu_checks tests sam  # some: tests | sam | smoke | zero3_3b
+#
+# tests:    tests/test_gpu.py (bf16 SAM2 vs fp32; the toy recipe under DeepSpeed ZeRO-3, tiny models)
+# sam:      SAM2 hiera-large architecture: encode reuse, bf16 vs fp32 time and masks
+# smoke:    one two-stage GRPO step, Qwen2.5-VL-3B + SAM2 hiera-large architectures, bf16, HF generation
+# zero3_3b: the reference recipe (socioreasoner_3b_4gpu_zero3.yaml) for one step under ZeRO-3 on the
+#           visible GPUs, HF generation instead of vLLM, short completions, random 3B weights
+set -uo pipefail
+out=${1:-runs/gpu_checks}
+shift || true
+checks=${*:-tests sam smoke zero3_3b}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python - <<'PY'
+import importlib
+for name in ["torch", "transformers", "trl", "accelerate", "peft", "datasets", "deepspeed", "vllm"]:
+    try:
+        print(f"{name} {importlib.import_module(name).__version__}")
+    except ImportError:
+        print(f"{name} not installed")
+PY
+smoke_dir=${SMOKE_DIR:-/tmp/gpu_smoke}
+for check in $checks; do
+  echo "=== $check"
+  start=$(date +%s)
+  case $check in
+    tests) python -m pytest tests/test_gpu.py -v -rs -p no:cacheprovider 2>&1 | tee "$out/tests.log" ;;
+    sam) python benchmarks/sam_encode_reuse.py --device cuda --compare-fp32 2>&1 | tee "$out/sam.log" ;;
+    smoke) python benchmarks/gpu_smoke.py --out "$smoke_dir" --gradient-checkpointing 2>&1 | tee "$out/smoke.log" ;;
+    zero3_3b)
+      [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only
+      accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes "$(nvidia-smi -L | wc -l)" \
+        recipes/train.py --config recipes/socioreasoner_3b_4gpu_zero3.yaml \
+        --model_name_or_path "$smoke_dir/qwen2_5_vl_3b" --sam_model "$smoke_dir/sam2_hiera_large" \
+        --dataset "$smoke_dir/toy768" --output_dir "$smoke_dir/zero3_run" --attn_implementation sdpa \
+        --use_vllm false --max_steps 1 --gradient_accumulation_steps 1 --steps_per_generation 1 \
+        --max_completion_length 128 --save_strategy no --report_to none 2>&1 | tee "$out/zero3_3b.log" | tail -40
+      python -c "import json,sys; h=json.load(open(sys.argv[1]))['log_history']; print('zero3_3b log:', h[0])" \
+        "$smoke_dir/zero3_run/trainer_state.json" ;;
+    *) echo "unknown check: $check" ;;
+  esac
+  echo "=== $check: $(( $(date +%s) - start )) s"
+done
