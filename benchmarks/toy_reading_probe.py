@@ -71,7 +71,8 @@ def prompt_for(kind: str, sample: Sample, settings: PromptSettings) -> list[dict
 
 
 def target_for(kind: str, args, query: str, classes: list[str], hits: list[int], boxes) -> str:
-    listing = (", " if args.separator == "comma" else " ").join(classes)
+    names = [f"{i} {name}" for i, name in enumerate(classes, 1)] if args.numbered else classes
+    listing = (", " if args.separator == "comma" else " ").join(names)
     if kind == "list":
         return listing
     if kind == "stage1":
@@ -106,7 +107,7 @@ def probe(model, processor, val: datasets.Dataset, boxes_in_target: bool) -> dic
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
         generated = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
-        named = generated.removeprefix("<think>").split(".")[0].replace(",", " ").split()
+        named = [w for w in generated.removeprefix("<think>").split(".")[0].replace(",", " ").split() if not w.isdigit()]
         accuracy.append(float(np.mean([a == b for a, b in zip(named, row["classes"])])) if len(named) >= 9 else 0.0)
         if boxes_in_target:
             gt = np.array(row["gt"], bool)
@@ -128,6 +129,7 @@ def main():
     parser.add_argument("--target", choices=["list", "stage1", "reasoning"], default="reasoning")
     parser.add_argument("--separator", choices=["space", "comma"], default="space")
     parser.add_argument("--name-classes", action="store_true", help="reasoning: 'query = classes: block k'")
+    parser.add_argument("--numbered", action="store_true", help="number the listing: '1 office 2 park ...'")
     parser.add_argument("--position-code", type=float, default=0.0, help="amplitude of the maps' position code")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-3)
