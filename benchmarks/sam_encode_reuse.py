@@ -4,7 +4,6 @@
     python benchmarks/sam_encode_reuse.py --device cuda   # SAM2 hiera-large architecture (random weights)
     python benchmarks/sam_encode_reuse.py --device cuda --compare-fp32   # + bf16 autocast vs fp32
 
-
 One image, G completions x N objects (boxes + 2 points each). (a) as the reference code: for
 every completion, encode the image again and decode its objects one `predict` at a time;
 (b) `SamSegmenter.encode` once, then one batched `segment` over all completions. Prints the
