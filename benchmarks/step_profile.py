@@ -1,7 +1,7 @@
 """Where the time of one two-stage GRPO step goes (tiny models, CPU).
 
     python benchmarks/step_profile.py                      # builds tiny models + a toy city in a temp dir
-    python benchmarks/step_profile.py --model runs/sft     # profile with a warm-started policy
+    python benchmarks/step_profile.py --model runs/demo/sft  # a warm-started policy (and its saved prompts)
 
 Runs two optimiser steps of `SocioReasonerTrainer` (G = 4, 2 prompts per step) and profiles the
 second. Time is attributed exclusively (a function's share excludes the profiled functions it
@@ -68,6 +68,7 @@ def main():
     from socioreasoner.config import SocioReasonerConfig
     from socioreasoner.data import load_socioseg
     from socioreasoner.data.synthetic import generate_toy_city
+    from socioreasoner.prompts import load_prompt_templates
     from socioreasoner.tiny import build_tiny_models
     from socioreasoner.trainer import SocioReasonerTrainer
 
@@ -80,7 +81,7 @@ def main():
         output_dir=str(tmp / "out"), use_cpu=True, bf16=False, sam_model=str(models["sam2"]), num_generations=4,
         per_device_train_batch_size=8, max_completion_length=args.max_new_tokens, max_steps=2, beta=0.005,
         loss_type="grpo", temperature=0.8, top_k=20, report_to="none", save_strategy="no", logging_steps=1,
-        max_pixels=224 * 224, disable_tqdm=True)
+        max_pixels=224 * 224, disable_tqdm=True, **(load_prompt_templates(policy) or {}))
     processor = qwen_processor.load_qwen_processor(policy, max_pixels=224 * 224)
     trainer = SocioReasonerTrainer(model=Qwen2_5_VLForConditionalGeneration.from_pretrained(policy), args=config,
                                    train_dataset=data, processing_class=processor)

@@ -2,18 +2,24 @@
 
     python benchmarks/toy_reading_probe.py --out runs/probe/i9 --prompt stage1 --target reasoning --steps 1500
     python benchmarks/toy_reading_probe.py --out runs/probe/i2 --prompt const --target list --steps 300
+    python benchmarks/toy_reading_probe.py --out runs/probe/h100 --target classes --highlight \
+        --position-code 40 --rope-theta 100 --steps 400
 
-The runs of docs/toy_learnability.md (session 3) in one script. Builds the grid toy city
-(512 train / 32 val, 168 px) and the tiny policy (width 64, 2 layers, rope θ 2, vision tower
-frozen), SFTs it on one target, then prints, on the held-out samples: the *listing accuracy*
+The runs of docs/toy_learnability.md (sessions 3 and 4) in one script. Builds the grid toy
+city (512 train / 32 val, 168 px) and the tiny policy (width 64, 2 layers, rope θ 2 unless
+`--rope-theta`, vision tower frozen), SFTs it on one target, then prints, on the held-out samples: the *listing accuracy*
 (the share of the nine block classes a greedy generation names correctly), the stage-1
 box-mask IoU (for targets that end in boxes) and the image-reliance gap
 (`socioreasoner.diagnostics`).
 
 Prompts: `const` (one fixed instruction), `stage1` (a 40-token stage-1 template with the
-query), `qfirst` (the query before the images, fixed text after them). Targets: `list` (the
+query), `qfirst` (the query before the images, fixed text after them), `default` (the
+product's ~200-token `STAGE1_TEMPLATE`). Targets: `list` (the
 nine classes), `stage1` (the demo's SFT target, `sft.stage1_target`), `reasoning`
-(`<think>` listing, `query: block k.` `</think><answer>` boxes `</answer>`).
+(`<think>` listing, `query: block k.` `</think><answer>` boxes `</answer>`), `classes`
+(`<think>query = target classes.</think><answer>` boxes `</answer>`). Maps: `--position-code`
+(the toy city's coordinate tint), `--highlight` (the target blocks filled red, as the demo's
+toy city does).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from socioreasoner.tiny import build_tiny_qwen
 SIZE = 168
 ANSWER_FORMAT = 'Answer as <think>...</think><answer>[{"bbox_2d": [x1, y1, x2, y2]}]</answer>'
 STAGE1_SHORT = 'Map and satellite image, {width}x{height} px. Find every region of "{query}". ' + ANSWER_FORMAT
-BLOCKS = [(c * 56 + 2, r * 56 + 2, c * 56 + 53, r * 56 + 53) for r in range(3) for c in range(3)]
+BLOCKS = [p.box for p in synthetic._grid_layout(SIZE)]
 COLOUR_TO_CLASS = {spec[1]: name for name, spec in synthetic.CLASSES.items()} | {synthetic.WATER_FILL: "water"}
 
 
@@ -52,12 +58,8 @@ def block_classes(map_image) -> list[str]:
 
 
 def with_position_code(image: Image.Image, amplitude: float) -> Image.Image:
-    """A faint position code: red brightens left to right, blue top to bottom (±amplitude)."""
-    pixels = np.asarray(image, np.float32).copy()
-    h, w = pixels.shape[:2]
-    pixels[..., 0] += amplitude * (2 * np.arange(w)[None, :] / (w - 1) - 1)
-    pixels[..., 2] += amplitude * (2 * np.arange(h)[:, None] / (h - 1) - 1)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    """The toy city's coordinate tint (red brightens left to right, blue top to bottom, ±amplitude)."""
+    return Image.fromarray(synthetic.coordinate_tint(np.asarray(image.convert("RGB")), amplitude))
 
 
 def prompt_for(kind: str, sample: Sample, settings: PromptSettings) -> list[dict]:
@@ -67,6 +69,8 @@ def prompt_for(kind: str, sample: Sample, settings: PromptSettings) -> list[dict
         return [{"role": "user", "content": [
             {"type": "text", "text": f'Find every region of "{sample.query}".'}, {"type": "image"}, {"type": "image"},
             {"type": "text", "text": f"Map and satellite image, {SIZE}x{SIZE} px. {ANSWER_FORMAT}"}]}]
+    if kind == "default":
+        return sample.stage1_messages(PromptSettings(max_pixels=settings.max_pixels))
     return sample.stage1_messages(settings)
 
 
@@ -77,6 +81,9 @@ def target_for(kind: str, args, query: str, classes: list[str], hits: list[int],
         return listing
     if kind == "stage1":
         return stage1_target(query, boxes)
+    if kind == "classes":
+        answer = json.dumps([{"bbox_2d": b} for b in boxes])
+        return f"<think>{query} = {' '.join(sorted({classes[i - 1] for i in hits}))}.</think><answer>{answer}</answer>"
     named = f" = {' '.join(sorted({classes[i - 1] for i in hits}))}" if args.name_classes else ""
     answer = json.dumps([{"bbox_2d": b} for b in boxes])
     return f"<think>{listing}. {query}{named}: block {', '.join(map(str, hits))}.</think><answer>{answer}</answer>"
@@ -90,7 +97,14 @@ def examples(city: Path, split: str, args, settings: PromptSettings) -> datasets
         classes = block_classes(record["map_image"])
         hits = [i + 1 for i, (x1, y1, x2, y2) in enumerate(BLOCKS) if gt[(y1 + y2) // 2, (x1 + x2) // 2]]
         text = target_for(args.target, args, sample.query, classes, hits, boxes)
-        map_image = with_position_code(sample.map_qwen, args.position_code) if args.position_code else sample.map_qwen
+        map_image = sample.map_qwen
+        if args.highlight:
+            pixels = np.asarray(map_image).copy()
+            for k in hits:
+                x1, y1, x2, y2 = BLOCKS[k - 1]
+                pixels[y1:y2 + 1, x1:x2 + 1] = synthetic.HIGHLIGHT_FILL
+            map_image = Image.fromarray(pixels)
+        map_image = with_position_code(map_image, args.position_code) if args.position_code else map_image
         rows["prompt"].append(prompt_for(args.prompt, sample, settings))
         rows["completion"].append([{"role": "assistant", "content": text}])
         rows["images"].append([map_image, sample.sat_qwen])
@@ -123,10 +137,11 @@ def probe(model, processor, val: datasets.Dataset, boxes_in_target: bool) -> dic
 
 
 def main():
+    global SIZE, BLOCKS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--prompt", choices=["const", "stage1", "qfirst"], default="stage1")
-    parser.add_argument("--target", choices=["list", "stage1", "reasoning"], default="reasoning")
+    parser.add_argument("--prompt", choices=["const", "stage1", "qfirst", "default"], default="stage1")
+    parser.add_argument("--target", choices=["list", "stage1", "reasoning", "classes"], default="reasoning")
     parser.add_argument("--separator", choices=["space", "comma"], default="space")
     parser.add_argument("--name-classes", action="store_true", help="reasoning: 'query = classes: block k'")
     parser.add_argument("--numbered", action="store_true", help="number the listing: '1 office 2 park ...'")
@@ -136,14 +151,18 @@ def main():
     parser.add_argument("--init", default=None, help="start from this policy instead of a fresh tiny one")
     parser.add_argument("--train-samples", type=int, default=512)
     parser.add_argument("--val-samples", type=int, default=32)
+    parser.add_argument("--highlight", action="store_true", help="paint the target blocks red on the map")
+    parser.add_argument("--rope-theta", type=float, default=2.0, help="the tiny policy's rope theta")
+    parser.add_argument("--size", type=int, default=SIZE, help="image side (168: 2 x 2 image tokens a block; 84: one)")
     args = parser.parse_args()
+    SIZE, BLOCKS = args.size, [p.box for p in synthetic._grid_layout(args.size)]
     out = Path(args.out)
     city = out / "city"
     generate_toy_city(city, args.train_samples, seed=0, splits=("train",), size=SIZE, layout="grid", progress=False)
     generate_toy_city(city, args.val_samples, seed=0, splits=("val",), size=SIZE, layout="grid", progress=False)
     settings = PromptSettings(max_pixels=SIZE * SIZE, stage1_template=STAGE1_SHORT)
     train, val = examples(city, "train", args, settings), examples(city, "val", args, settings)
-    start_model = args.init or build_tiny_qwen(out / "tiny", seed=0, rope_theta=2)
+    start_model = args.init or build_tiny_qwen(out / "tiny", seed=0, rope_theta=args.rope_theta)
     start = time.time()
     policy = run_sft(str(start_model), train.remove_columns(["classes", "gt"]), str(out / "sft"),
                      max_steps=args.steps, learning_rate=args.lr, freeze_vision=True)

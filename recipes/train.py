@@ -29,6 +29,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
 from socioreasoner.policy import freeze_vision_tower
+from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
 from socioreasoner.qwen_processor import load_qwen_processor
 from socioreasoner.trainer import SocioReasonerTrainer
 
@@ -45,8 +46,19 @@ class ScriptArguments:
     levels: str | None = field(default=None, metadata={"help": "Optional {id: level} JSON for data without levels."})
 
 
+def use_checkpoint_templates(training_args: SocioReasonerConfig, model: str) -> None:
+    """Templates the recipe leaves at their defaults come from the starting checkpoint, if it saved any
+    (e.g. an SFT warm start trained with its own prompts)."""
+    saved = load_prompt_templates(model) or {}
+    for name, default in (("stage1_template", STAGE1_TEMPLATE), ("stage2_template", STAGE2_TEMPLATE)):
+        if name in saved and getattr(training_args, name) == default and saved[name] != default:
+            logger.info("%s: the one saved with %s", name, model)
+            setattr(training_args, name, saved[name])
+
+
 def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    use_checkpoint_templates(training_args, model_args.model_name_or_path)
     train = load_socioseg(script_args.dataset, script_args.train_split, skip_invalid=script_args.skip_invalid,
                           levels=script_args.levels, max_samples=script_args.max_train_samples)
     evaluation = None

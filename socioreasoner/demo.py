@@ -28,24 +28,41 @@ from socioreasoner.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("socioreasoner.demo")
 ROOT = Path(__file__).resolve().parents[1]
+# Short prompts for the tiny policy: the demo's CPU budget goes into steps rather than into a
+# 200-token instruction a randomly initialised model cannot read anyway. They are saved with the
+# SFT checkpoint, so GRPO, eval and predict use them too (`PromptSettings.for_model`).
+DEMO_STAGE1_TEMPLATE = ('Map and satellite image, {width}x{height} px. Find every region of "{query}". '
+                        'Answer as <think>...</think><answer>[{"bbox_2d": [x1, y1, x2, y2]}]</answer>')
+DEMO_STAGE2_TEMPLATE = ('Map and satellite image, {width}x{height} px, with your boxes for "{query}" drawn: {boxes}. '
+                        'Keep each box and add points on the target inside it. Answer as <think>...</think>'
+                        '<answer>[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y]]}]</answer>')
 REWARD_KEYS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
 
 @dataclass
 class DemoSettings:
-    train_samples: int = 256
+    train_samples: int = 512
     val_samples: int = 32
     image_size: int = 168  # six 28-px Qwen patches a side: each grid block is 2 x 2 image tokens
     layout: str = "grid"
-    sft_steps: int = 200
-    sft_lr: float = 5e-3
-    grpo_steps: int = 30
+    highlight: bool = True  # the map fills the targets red: the policy learns *where*, not *which*
+    tint: float = 40.0  # the map's coordinate tint: a random vision tower has no absolute position
+    rope_theta: float = 100.0  # fine enough M-RoPE for positions, slow enough for content matching
+    # SFT in two phases: stage 1 alone until the policy reads the map (any stage-2 examples mixed
+    # in from the start keep it from doing so: docs/toy_learnability.md), then both stages briefly
+    sft_steps: int = 380
+    sft_lr: float = 3e-3
+    sft2_steps: int = 120
+    sft2_lr: float = 2e-3
+    grpo_steps: int = 24
+    grpo_lr: float = 3e-4
+    grpo_beta: float = 0.04  # a firmer KL anchor than the recipe's 0.005: the map-reading skill is fragile
     max_new_tokens: int = 96
     seed: int = 0
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(train_samples=8, val_samples=4, sft_steps=20, grpo_steps=2, max_new_tokens=48)
+        return cls(train_samples=8, val_samples=4, sft_steps=12, sft2_steps=8, grpo_steps=2, max_new_tokens=48)
 
     @property
     def max_pixels(self) -> int:
@@ -85,7 +102,7 @@ def grpo_curves(log_history: list[dict], path: Path) -> None:
 
 
 def report_markdown(report: dict) -> str:
-    before, after = report["before"], report["after"]
+    before, after, cfg = report["before"], report["after"], report["settings"]
     rows = [("final gIoU", "giou"), ("final cIoU", "ciou"), ("stage-1 gIoU", "stage1_giou"),
             ("stage-1 cIoU", "stage1_ciou"), ("stage-1 format reward", "stage1_format"),
             ("stage-1 count reward", "stage1_count"), ("stage-1 box reward", "stage1_box"),
@@ -93,6 +110,10 @@ def report_markdown(report: dict) -> str:
     lines = ["# socioreasoner demo: toy city, tiny models, CPU", "",
              f"Held-out toy val, {after['n']} samples; SFT warm start vs after {report['settings']['grpo_steps']} "
              f"GRPO steps. Wall time {report['wall_seconds']:.0f} s. Segmenter: {report['segmenter']}.", "",
+             f"Toy city: `{cfg['layout']}` layout" + (", the targets filled red on the map" if cfg["highlight"] else "")
+             + (f", coordinate tint ±{cfg['tint']:g}" if cfg["tint"] else "") + f"; policy rope θ {cfg['rope_theta']:g}, "
+             f"SFT {cfg['sft_steps']} stage-1 steps then {cfg['sft2_steps']} steps of both stages "
+             "(docs/toy_learnability.md says why).", "",
              "| metric | after SFT (before GRPO) | after GRPO | change |", "|---|---|---|---|"]
     for label, key in rows:
         lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} | {after[key] - before[key]:+.3f} |")
@@ -126,22 +147,29 @@ def demo(out: Path, settings: DemoSettings) -> dict:
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     logger.info("1/7 tiny models")
-    models = build_tiny_models(out / "tiny", seed=settings.seed)
+    models = build_tiny_models(out / "tiny", seed=settings.seed, rope_theta=settings.rope_theta)
     logger.info("2/7 toy city")
     city = out / "toy_city"
     for split, count in (("train", settings.train_samples), ("val", settings.val_samples)):
         generate_toy_city(city, count, seed=settings.seed, splits=(split,), size=settings.image_size,
-                          layout=settings.layout)
-    prompt_settings = PromptSettings(max_pixels=settings.max_pixels)
+                          layout=settings.layout, highlight=settings.highlight, tint=settings.tint)
+    prompt_settings = PromptSettings(DEMO_STAGE1_TEMPLATE, DEMO_STAGE2_TEMPLATE, max_pixels=settings.max_pixels)
     # A tiny random SAM2 gives masks that ignore the prompts, which would make the mask-IoU reward
     # noise; the demo uses the documented classical backend (GrabCut from boxes + points) instead.
     sam = "grabcut"
     segmenter_note = "OpenCV GrabCut from boxes + points (socioreasoner.grabcut), not SAM2"
 
-    logger.info("3/7 SFT warm start (%d steps)", settings.sft_steps)
-    examples = sft_examples(load_socioseg(str(city), "train"), prompt_settings, seed=settings.seed)
-    sft_dir = run_sft(str(models["qwen2_5_vl"]), examples, str(out / "sft"), max_steps=settings.sft_steps,
-                      learning_rate=settings.sft_lr, seed=settings.seed)
+    logger.info("3/7 SFT warm start (%d steps stage 1, then %d steps both stages)", settings.sft_steps,
+                settings.sft2_steps)
+    train = load_socioseg(str(city), "train")
+    stage1_dir = run_sft(str(models["qwen2_5_vl"]), sft_examples(train, prompt_settings, stages=(1,)),
+                         str(out / "sft_stage1"), max_steps=settings.sft_steps, learning_rate=settings.sft_lr,
+                         seed=settings.seed, freeze_vision=True, settings=prompt_settings)
+    # stage-2 targets with deterministic points (a tiny policy cannot learn to copy random ones)
+    both_stages = sft_examples(train, prompt_settings, seed=settings.seed, points="diagonal")
+    sft_dir = run_sft(str(stage1_dir), both_stages, str(out / "sft"),
+                      max_steps=settings.sft2_steps, learning_rate=settings.sft2_lr, seed=settings.seed,
+                      freeze_vision=True, settings=prompt_settings)
 
     def evaluation(model: str, name: str) -> dict:
         return evaluate({"model": model, "sam": sam, "dataset": str(city), "split": "val", "out": str(out / name),
@@ -161,7 +189,8 @@ def demo(out: Path, settings: DemoSettings) -> dict:
          "recipes/train.py", "--config", "recipes/toy_cpu.yaml", "--model_name_or_path", str(sft_dir),
          "--sam_model", sam, "--dataset", str(city), "--output_dir", str(grpo_dir), "--max_steps",
          str(settings.grpo_steps), "--max_pixels", str(settings.max_pixels), "--max_completion_length",
-         str(settings.max_new_tokens), "--save_strategy", "no", "--seed", str(settings.seed)], out / "grpo.log")
+         str(settings.max_new_tokens), "--save_strategy", "no", "--seed", str(settings.seed),
+         "--learning_rate", str(settings.grpo_lr), "--beta", str(settings.grpo_beta), "--freeze_vision_tower", "true"], out / "grpo.log")
     log_history = json.loads((grpo_dir / "trainer_state.json").read_text())["log_history"]
 
     logger.info("6/7 evaluation after GRPO")

@@ -62,7 +62,7 @@ def image_reliance_of(model_dir: str, dataset: str, split: str = "val", max_pixe
     from socioreasoner.qwen_processor import load_qwen_processor
     from socioreasoner.sft import sft_examples
 
-    settings = PromptSettings() if max_pixels is None else PromptSettings(max_pixels=max_pixels)
+    settings = PromptSettings.for_model(model_dir, **({} if max_pixels is None else {"max_pixels": max_pixels}))
     records = load_socioseg(dataset, split, max_samples=max_examples)
     examples = sft_examples(records, settings, stages=(1,))
     processor = load_qwen_processor(model_dir, settings.min_pixels, settings.max_pixels)

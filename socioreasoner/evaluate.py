@@ -168,7 +168,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     journal = out / "per_sample.jsonl"
     done = {r["id"] for r in read_jsonl(journal)}
     todo = [i for i, row_id in enumerate(dataset["id"]) if row_id not in done]
-    settings = PromptSettings(min_pixels=config["min_pixels"], max_pixels=config["max_pixels"])
+    settings = PromptSettings.for_model(config["model"], min_pixels=config["min_pixels"],
+                                        max_pixels=config["max_pixels"])
     if todo and predictor is None:
         predictor = Predictor(config["model"], config["sam"], config["device"], settings,
                               temperature=config["temperature"], max_new_tokens=config["max_new_tokens"],

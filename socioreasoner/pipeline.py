@@ -18,7 +18,13 @@ from PIL import Image
 
 from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFrame
 from socioreasoner.parsing import ParsedCompletion, parse_completion
-from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, stage1_prompt, stage2_prompt
+from socioreasoner.prompts import (
+    STAGE1_TEMPLATE,
+    STAGE2_TEMPLATE,
+    load_prompt_templates,
+    stage1_prompt,
+    stage2_prompt,
+)
 from socioreasoner.render import render_draft, resize_mask
 from socioreasoner.segmenter import ImageEmbedding, SamSegmenter
 
@@ -31,6 +37,11 @@ class PromptSettings:
     stage2_template: str = STAGE2_TEMPLATE
     min_pixels: int = DEFAULT_MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def for_model(cls, model: str, **kwargs) -> PromptSettings:
+        """The templates `model` was trained with when its directory records them, else the defaults."""
+        return cls(**{**(load_prompt_templates(model) or {}), **kwargs})
 
 
 @dataclass

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict)
-        settings = PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+        settings = PromptSettings.for_model(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens)
     except (OSError, ValueError) as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 STAGE1_TEMPLATE = """\
 The first image is a digital map and the second image is a satellite image of the same urban area \
@@ -37,6 +38,8 @@ list, one object per box, in the same order:
 Example: <think>The shaded mask misses the sports field of the school.</think><answer>\
 [{"bbox_2d": [35, 40, 210, 188], "points": [[80, 90], [150, 140]]}]</answer>"""
 
+# Written next to a checkpoint trained with custom templates, so eval and predict prompt it the same way
+PROMPTS_FILE = "socioreasoner_prompts.json"
 STAGE1_FIELDS = ("query", "width", "height")
 STAGE2_FIELDS = ("query", "width", "height", "boxes")
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -79,3 +82,27 @@ def stage2_prompt(query: str, width: int, height: int, stage1_boxes, template: s
     """Messages for stage 2: the rendered [map, satellite] + the query + the stage-1 boxes."""
     return _user_turn(fill_template(template, query=query, width=width, height=height,
                                     boxes=format_boxes(stage1_boxes)))
+
+
+def save_prompt_templates(directory: str | Path, stage1_template: str, stage2_template: str) -> Path:
+    """Record the templates a checkpoint was trained with in `directory/PROMPTS_FILE`."""
+    from socioreasoner.io import atomic_write_json
+
+    return atomic_write_json(Path(directory) / PROMPTS_FILE,
+                             {"stage1_template": stage1_template, "stage2_template": stage2_template})
+
+
+def load_prompt_templates(model: str | Path) -> dict[str, str] | None:
+    """The templates saved with a local checkpoint (`save_prompt_templates`), or None if it has none."""
+    path = Path(model) / PROMPTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("stage1_template", "stage2_template")):
+        raise ValueError(f"{path}: expected an object with string fields 'stage1_template' and 'stage2_template'")
+    check_template(data["stage1_template"], STAGE1_FIELDS, f"{path}: stage1_template")
+    check_template(data["stage2_template"], STAGE2_FIELDS, f"{path}: stage2_template")
+    return {"stage1_template": data["stage1_template"], "stage2_template": data["stage2_template"]}

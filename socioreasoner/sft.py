@@ -21,7 +21,7 @@ import numpy as np
 
 from socioreasoner.data.targets import MIN_COMPONENT_AREA, mask_to_array
 from socioreasoner.pipeline import PromptSettings, Sample
-from socioreasoner.prompts import stage2_prompt
+from socioreasoner.prompts import save_prompt_templates, stage2_prompt
 from socioreasoner.render import render_draft
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,23 @@ def component_points(mask: np.ndarray, box, rng: np.random.Generator, n: int = 2
         return [[(x1 + x2) // 2, (y1 + y2) // 2]]
     picks = rng.choice(len(xs), size=min(n, len(xs)), replace=False)
     return [[int(xs[i]), int(ys[i])] for i in picks]
+
+
+def diagonal_points(mask: np.ndarray, box, n: int = 2) -> list[list[int]]:
+    """`n` points on the mask inside `box`, deterministic: the mask pixels strictly inside the box
+    nearest to the points at 1/(n+1), 2/(n+1), … along its main diagonal. A target a small policy
+    can learn from the box alone, where `component_points` draws a fresh random pair each time."""
+    x1, y1, x2, y2 = box
+    ys, xs = np.nonzero(mask[y1 + 1:y2, x1 + 1:x2])
+    if len(xs) == 0:
+        return [[(x1 + x2) // 2, (y1 + y2) // 2]]
+    xs, ys = xs + x1 + 1, ys + y1 + 1
+    points = []
+    for k in range(1, n + 1):
+        tx, ty = x1 + (x2 - x1) * k / (n + 1), y1 + (y2 - y1) * k / (n + 1)
+        nearest = int(np.argmin((xs - tx) ** 2 + (ys - ty) ** 2))
+        points.append([int(xs[nearest]), int(ys[nearest])])
+    return points
 
 
 def qwen_frame_targets(sample: Sample, gt_mask: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
@@ -63,8 +80,16 @@ def stage2_target(boxes: list[list[int]], points: list[list[list[int]]]) -> str:
 
 
 def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
-                 stages: tuple[int, ...] = (1, 2)) -> datasets.Dataset:
-    """Stage-1 and/or stage-2 prompt/completion examples (with images) from a `load_socioseg` dataset."""
+                 stages: tuple[int, ...] = (1, 2), stage2_fraction: float = 1.0,
+                 points: str = "random") -> datasets.Dataset:
+    """Stage-1 and/or stage-2 prompt/completion examples (with images) from a `load_socioseg` dataset.
+
+    `stage2_fraction`: the share of samples that also give a stage-2 example. `points`: the
+    stage-2 target's points, "random" (`component_points`) or "diagonal" (`diagonal_points`)."""
+    if points not in ("random", "diagonal"):
+        raise ValueError(f"points must be 'random' or 'diagonal' (got {points!r})")
+    if not 0.0 <= stage2_fraction <= 1.0:
+        raise ValueError(f"stage2_fraction must be in [0, 1] (got {stage2_fraction})")
     settings = settings or PromptSettings()
     rng = np.random.default_rng(seed)
     rows = {"prompt": [], "completion": [], "images": []}
@@ -75,22 +100,24 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
             rows["prompt"].append(sample.stage1_messages(settings))
             rows["completion"].append([{"role": "assistant", "content": stage1_target(sample.query, boxes)}])
             rows["images"].append([sample.map_qwen, sample.sat_qwen])
-        if 2 not in stages:
+        if 2 not in stages or (stage2_fraction < 1 and rng.random() >= stage2_fraction):
             continue
-        points = [component_points(mask_q, b, rng) for b in boxes]
+        targets = [component_points(mask_q, b, rng) if points == "random" else diagonal_points(mask_q, b) for b in boxes]
         rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, boxes,
                                             settings.stage2_template))
-        rows["completion"].append([{"role": "assistant", "content": stage2_target(boxes, points)}])
+        rows["completion"].append([{"role": "assistant", "content": stage2_target(boxes, targets)}])
         rows["images"].append([render_draft(sample.map_qwen, boxes, mask_q), render_draft(sample.sat_qwen, boxes, mask_q)])
     return datasets.Dataset.from_dict(rows)
 
 
 def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps: int = 200,
             learning_rate: float = 2e-3, batch_size: int = 4, use_cpu: bool = True, seed: int = 0,
-            freeze_vision: bool = False) -> Path:
+            freeze_vision: bool = False, settings: PromptSettings | None = None) -> Path:
     """SFT the Qwen2.5-VL at `model_path` on `examples`; writes model + processor to `out_dir`.
 
-    `freeze_vision`: train the language model only (see `policy.freeze_vision_tower`)."""
+    `freeze_vision`: train the language model only (see `policy.freeze_vision_tower`).
+    `settings`: the prompt templates `examples` were built with, saved with the model so that
+    GRPO, eval and predict prompt it the same way (`PromptSettings.for_model`)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
     from trl import SFTConfig, SFTTrainer
 
@@ -113,6 +140,8 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     trainer.train()
     trainer.save_model(out_dir)
     processor.save_pretrained(out_dir)
+    if settings is not None:
+        save_prompt_templates(out_dir, settings.stage1_template, settings.stage2_template)
     return Path(out_dir)
 
 
@@ -136,7 +165,7 @@ def main(argv=None) -> None:
     settings = PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     examples = sft_examples(load_socioseg(args.dataset, args.split), settings, seed=args.seed)
     run_sft(args.model, examples, args.out, max_steps=args.steps, learning_rate=args.lr,
-            batch_size=args.batch_size, seed=args.seed, freeze_vision=args.freeze_vision)
+            batch_size=args.batch_size, seed=args.seed, freeze_vision=args.freeze_vision, settings=settings)
     print(f"SFT model written to {args.out}")
 
 
@@ -144,4 +173,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["component_points", "run_sft", "sft_examples", "stage1_target", "stage2_target"]
+__all__ = ["component_points", "diagonal_points", "run_sft", "sft_examples", "stage1_target", "stage2_target"]

@@ -177,10 +177,11 @@ def build_tiny_sam2(out_dir: str | Path, seed: int = 0, image_size: int = 256, r
     return out_dir
 
 
-def build_tiny_models(out: str | Path, seed: int = 0) -> dict[str, Path]:
+def build_tiny_models(out: str | Path, seed: int = 0, **qwen_config_kwargs) -> dict[str, Path]:
+    """Both tiny models under `out`; `qwen_config_kwargs` go to `tiny_qwen_config` (e.g. `rope_theta`)."""
     out = Path(out)
     return {
-        "qwen2_5_vl": build_tiny_qwen(out / "qwen2_5_vl", seed=seed),
+        "qwen2_5_vl": build_tiny_qwen(out / "qwen2_5_vl", seed=seed, **qwen_config_kwargs),
         "sam2": build_tiny_sam2(out / "sam2", seed=seed),
     }
 

@@ -32,6 +32,7 @@ from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.grabcut import make_segmenter
 from socioreasoner.metrics import intersection_union, iou_from_counts
 from socioreasoner.pipeline import PromptSettings, final_masks, stage_transition
+from socioreasoner.prompts import save_prompt_templates
 from socioreasoner.segmenter import SamSegmenter
 from socioreasoner.stage_batch import (
     concat_stage_outputs,
@@ -66,6 +67,12 @@ class SocioReasonerTrainer(GRPOTrainer):
         if self.segmenter is None:
             self.segmenter = make_segmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
         self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Checkpoints and the final model also record the prompt templates (`PromptSettings.for_model`)."""
+        super()._save(output_dir, state_dict=state_dict)
+        save_prompt_templates(output_dir or self.args.output_dir, self.settings.stage1_template,
+                              self.settings.stage2_template)
 
     def _summed_over_processes(self, *values: float) -> list[float]:
         local = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)

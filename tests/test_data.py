@@ -105,6 +105,27 @@ def test_grid_layout_uses_nine_fixed_parcels_and_unique_target_classes():
         generate_sample(0, layout="spiral")
 
 
+def test_highlight_fills_exactly_the_targets_red_and_tint_encodes_position():
+    from socioreasoner.data.synthetic import HIGHLIGHT_FILL
+
+    plain = generate_sample(7, size=168, layout="grid")
+    marked = generate_sample(7, size=168, layout="grid", highlight=True)
+    # (the outline and the place names are drawn over the fill)
+    red = np.all(marked["map"] == np.array(HIGHLIGHT_FILL, np.uint8), axis=-1)
+    target = marked["mask"] > 0
+    assert red[target].mean() > 0.8 and not red[~target].any()
+    assert not np.all(plain["map"] == np.array(HIGHLIGHT_FILL, np.uint8), axis=-1).any()
+    # the same city and query either way; only the map's fill differs
+    assert plain["problem"] == marked["problem"] and np.array_equal(plain["sat"], marked["sat"])
+
+    tinted = generate_sample(7, size=168, layout="grid", tint=40)["map"].astype(int)
+    shift = tinted - plain["map"].astype(int)
+    # red rises from left to right, blue from top to bottom (clipped at 255 on the white roads)
+    assert shift[:, :10, 0].mean() < -20 and shift[:, -10:, 0].mean() >= 0
+    assert shift[:10, :, 2].mean() < -20 and shift[-10:, :, 2].mean() >= 0
+    assert np.abs(shift[..., 1]).max() == 0
+
+
 def test_synthetic_output_loads_unchanged(toy_city):
     ds = load_socioseg(str(toy_city), "train")
     assert ds.column_names == ["id", "problem", "map_image", "sat_image", "mask_label", "level", "gt_boxes",

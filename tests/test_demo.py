@@ -12,7 +12,7 @@ from socioreasoner.metrics import ciou, giou
 @pytest.mark.slow
 def test_quick_demo_report_is_recomputable(tmp_path):
     out = tmp_path / "demo"
-    settings = DemoSettings(train_samples=2, val_samples=3, sft_steps=4, grpo_steps=1, max_new_tokens=24)
+    settings = DemoSettings(train_samples=2, val_samples=3, sft_steps=4, sft2_steps=2, grpo_steps=1, max_new_tokens=24)
     report = demo(out, settings)
     for name in ("report.md", "report.json", "curves.png", "predict/mask.png", "predict/result.json",
                  "predict/overlay.png"):
@@ -33,5 +33,11 @@ def test_quick_demo_report_is_recomputable(tmp_path):
             assert saved[phase][key] == pytest.approx(sum(float(r[key]) for r in rows) / len(rows))
     assert [h["step"] for h in saved["grpo_log"] if "loss" in h] == [1]
     assert report["settings"]["grpo_steps"] == 1
+    # the short prompts the SFT was trained with travel to GRPO, eval and predict
+    from socioreasoner.demo import DEMO_STAGE1_TEMPLATE
+    from socioreasoner.pipeline import PromptSettings
+
+    for model in ("sft_stage1", "sft", "grpo"):
+        assert PromptSettings.for_model(str(out / model)).stage1_template == DEMO_STAGE1_TEMPLATE, model
     assert "| final gIoU |" in (out / "report.md").read_text()
     assert "| image reliance" in (out / "report.md").read_text()

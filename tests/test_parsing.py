@@ -87,3 +87,26 @@ def test_parse_caps_and_clips():
                                width=100, height=50)
     assert clipped.boxes == [[0.0, 10.0, 99.0, 49.0]]
     assert clipped.objects[0].points == [[99.0, 0.0]]
+
+
+def test_prompt_templates_saved_with_a_checkpoint_are_used_for_it(tmp_path):
+    from socioreasoner.pipeline import PromptSettings
+    from socioreasoner.prompts import PROMPTS_FILE, load_prompt_templates, save_prompt_templates
+
+    short1, short2 = "{query} {width}x{height}", "{query} {width}x{height} {boxes}"
+    assert load_prompt_templates(tmp_path) is None
+    assert PromptSettings.for_model(str(tmp_path), max_pixels=1000) == PromptSettings(max_pixels=1000)
+    save_prompt_templates(tmp_path, short1, short2)
+    settings = PromptSettings.for_model(str(tmp_path), max_pixels=1000)
+    assert (settings.stage1_template, settings.stage2_template, settings.max_pixels) == (short1, short2, 1000)
+    assert PromptSettings.for_model("Qwen/Qwen2.5-VL-3B-Instruct").stage1_template == STAGE1_TEMPLATE
+
+    (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": "{query}", "stage2_template": "x"}')
+    with pytest.raises(ValueError, match="stage1_template: missing field"):
+        load_prompt_templates(tmp_path)
+    (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": 3}')
+    with pytest.raises(ValueError, match="string fields"):
+        load_prompt_templates(tmp_path)
+    (tmp_path / PROMPTS_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_prompt_templates(tmp_path)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from socioreasoner.data import load_socioseg
 from socioreasoner.parsing import parse_completion
@@ -24,6 +25,9 @@ def test_sft_targets_earn_full_rewards(toy_city):
         assert len(s1["images"]) == len(s2["images"]) == 2
         assert "first-stage boxes" in s2["prompt"][0]["content"][2]["text"]
     assert len(sft_examples(ds, settings, stages=(1,))) == len(ds)
+    assert len(sft_examples(ds, settings, stage2_fraction=0.0)) == len(ds)
+    with pytest.raises(ValueError, match="stage2_fraction"):
+        sft_examples(ds, settings, stage2_fraction=1.5)
 
 
 def test_component_points_lie_on_the_mask_strictly_inside_the_box():
@@ -33,6 +37,31 @@ def test_component_points_lie_on_the_mask_strictly_inside_the_box():
     for _ in range(20):
         for x, y in component_points(mask, [8, 5, 11, 19], rng):
             assert mask[y, x] and 8 < x < 11 and 5 < y < 19
+
+
+def test_diagonal_points_are_deterministic_on_the_mask_inside_the_box(toy_city):
+    from socioreasoner.sft import diagonal_points
+
+    square = np.zeros((60, 60), bool)
+    square[10:41, 10:41] = True
+    assert diagonal_points(square, [10, 10, 40, 40]) == [[20, 20], [30, 30]]
+    # an L-shaped component: the diagonal points fall off the mask and snap to the nearest mask pixel
+    ell = np.zeros((60, 60), bool)
+    ell[10:41, 10:15] = True
+    ell[36:41, 10:41] = True
+    for x, y in diagonal_points(ell, [10, 10, 40, 40], n=3):
+        assert ell[y, x] and 10 < x < 40 and 10 < y < 40
+    assert diagonal_points(np.zeros((60, 60), bool), [10, 10, 40, 40]) == [[25, 25]]
+
+    ds = load_socioseg(str(toy_city), "train")
+    settings = PromptSettings(max_pixels=160 * 160)
+    first, second = (sft_examples(ds, settings, seed=s, points="diagonal") for s in (0, 1))
+    assert first["completion"] == second["completion"]  # the random choice is gone
+    for example in first.select(range(1, len(first), 2)):
+        target = example["completion"][0]["content"]
+        assert stage2_format_reward(target, parse_completion(target).boxes) == 2.0
+    with pytest.raises(ValueError, match="points"):
+        sft_examples(ds, settings, points="centre")
 
 
 def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models, toy_city, tmp_path):
@@ -48,8 +77,13 @@ def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models
     assert not any(p.requires_grad for p in model.model.visual.parameters())
     assert all(p.requires_grad for p in model.model.language_model.parameters())
 
-    examples = sft_examples(load_socioseg(str(toy_city), "train"), PromptSettings(max_pixels=160 * 160), stages=(1,))
-    out = run_sft(path, examples, str(tmp_path / "sft"), max_steps=3, learning_rate=1e-2, freeze_vision=True)
+    settings = PromptSettings(stage1_template='Find "{query}" ({width}x{height}).', max_pixels=160 * 160)
+    examples = sft_examples(load_socioseg(str(toy_city), "train"), settings, stages=(1,))
+    assert 'Find "' in examples[0]["prompt"][0]["content"][2]["text"]
+    out = run_sft(path, examples, str(tmp_path / "sft"), max_steps=3, learning_rate=1e-2, freeze_vision=True,
+                  settings=settings)
+    # the prompts it was trained with travel with the checkpoint
+    assert PromptSettings.for_model(str(out), max_pixels=160 * 160) == settings
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out))
     before, after = model.state_dict(), trained.state_dict()
     vision = [k for k in before if k.startswith("model.visual.")]

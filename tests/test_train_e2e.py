@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from socioreasoner.prompts import PROMPTS_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 REWARDS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
@@ -54,6 +56,8 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
     assert not [k for k in changed if k.startswith("model.visual.")], "the frozen vision tower changed"
     assert list((out / "runs").rglob("events.out.tfevents*")), "no tensorboard events"
     assert (out / "checkpoint-1").is_dir() and (out / "chat_template.jinja").is_file()
+    # checkpoints and the final model record the prompts they were trained with
+    assert (out / "checkpoint-1" / PROMPTS_FILE).is_file() and (out / PROMPTS_FILE).is_file()
 
     launch(*common, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2"))
     resumed = [h for h in history(out / "checkpoint-3") if "loss" in h]

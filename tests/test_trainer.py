@@ -39,6 +39,28 @@ def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
         SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_template="{query}")
 
 
+def test_train_script_takes_the_templates_the_starting_checkpoint_saved(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from socioreasoner.prompts import STAGE2_TEMPLATE, save_prompt_templates
+
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parents[1] / "recipes" / "train.py")
+    train_script = importlib.util.module_from_spec(spec)
+    sys.modules["train_script"] = train_script  # its dataclasses look their module up there
+    spec.loader.exec_module(train_script)
+    cfg = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False,
+                              stage2_template="{query} {width} {height} {boxes} (the recipe's own)")
+    train_script.use_checkpoint_templates(cfg, str(tmp_path))  # nothing saved: unchanged
+    assert cfg.stage2_template.endswith("(the recipe's own)")
+    save_prompt_templates(tmp_path, "{query} {width} {height} saved", STAGE2_TEMPLATE)
+    train_script.use_checkpoint_templates(cfg, str(tmp_path))
+    # the recipe left stage 1 at its default: the checkpoint's; it set stage 2: the recipe's wins
+    assert cfg.stage1_template == "{query} {width} {height} saved"
+    assert cfg.stage2_template.endswith("(the recipe's own)")
+
+
 STAGE1_TEXTS = [
     '<think>a</think><answer>[{"bbox_2d": [0, 0, 10, 10]}]</answer>',
     "garbage",

@@ -42,6 +42,7 @@ FUNCTIONS = sorted({f for f, _, _ in CLASSES.values()})
 NAME_PREFIXES = ["Elm", "Oak", "Maple", "Cedar", "Riverside", "Hill", "Lake", "Sun", "North", "Jade",
                  "Pine", "Harbor", "Union", "Park", "Rose", "Stone"]
 WATER_FILL = (170, 208, 240)
+HIGHLIGHT_FILL = (220, 40, 40)  # a search result's fill, as a web map draws the place it found
 ROAD_FILL = (255, 255, 255)
 BLOCK_FILL = (242, 239, 233)
 
@@ -147,11 +148,13 @@ def _assign(rng: np.random.Generator, parcels: list[Parcel], k_choices=(1, 1, 2,
     return level, text, targets
 
 
-def _draw_map(parcels: list[Parcel], size: int) -> np.ndarray:
+def _draw_map(parcels: list[Parcel], size: int, highlight: set[int] = frozenset()) -> np.ndarray:
     image = np.full((size, size, 3), ROAD_FILL, np.uint8)
-    for parcel in sorted(parcels, key=lambda p: not p.extras.get("background")):
+    order = sorted(range(len(parcels)), key=lambda i: not parcels[i].extras.get("background"))
+    for i in order:
+        parcel = parcels[i]
         x1, y1, x2, y2 = parcel.box
-        fill = WATER_FILL if parcel.water else CLASSES[parcel.cls][1]
+        fill = HIGHLIGHT_FILL if i in highlight else WATER_FILL if parcel.water else CLASSES[parcel.cls][1]
         outline = tuple(int(c * 0.8) for c in fill)
         cv2.rectangle(image, (x1, y1), (x2, y2), fill, -1)
         cv2.rectangle(image, (x1, y1), (x2, y2), outline, 1)
@@ -166,6 +169,16 @@ def _draw_map(parcels: list[Parcel], size: int) -> np.ndarray:
             cy = int(np.clip((y1 + y2) / 2 + (line_no - 0.5) * (th + 2) + th / 2, th, size - 1))
             cv2.putText(image, word, (cx, cy), cv2.FONT_HERSHEY_SIMPLEX, scale, (60, 60, 60), 1, cv2.LINE_AA)
     return image
+
+
+def coordinate_tint(image: np.ndarray, amplitude: float) -> np.ndarray:
+    """Shift red by ±amplitude from left to right and blue from top to bottom, so a patch's colour
+    says where it is (a randomly initialised vision tower has no absolute position of its own)."""
+    pixels = image.astype(np.float64)
+    h, w = pixels.shape[:2]
+    pixels[..., 0] += amplitude * (2 * np.arange(w)[None, :] / max(w - 1, 1) - 1)
+    pixels[..., 2] += amplitude * (2 * np.arange(h)[:, None] / max(h - 1, 1) - 1)
+    return np.clip(pixels, 0, 255).round().astype(np.uint8)
 
 
 def _noise(rng, shape, amount):
@@ -236,12 +249,16 @@ def _draw_satellite(rng: np.random.Generator, parcels: list[Parcel], size: int) 
 LAYOUTS = ("city", "grid")
 
 
-def generate_sample(seed: int, size: int = 224, layout: str = "city") -> dict:
+def generate_sample(seed: int, size: int = 224, layout: str = "city", highlight: bool = False,
+                    tint: float = 0.0) -> dict:
     """One toy-city sample: map, satellite, mask (uint8 arrays), problem, level, target classes.
 
     `layout="city"`: a jittered grid of 3-4 blocks a side, split parcels, small corner parcels,
     1-4 targets. `layout="grid"`: nine equal blocks, one parcel each, 1-2 targets whose class
-    no other parcel has — the easiest task the toy city offers (the demo's)."""
+    no other parcel has. `highlight`: the map fills the target parcels in red, as a web map
+    shows a search result, so finding *which* parcels is done by the map and the model only
+    has to find *where* they are. `tint`: `coordinate_tint` of the map with this amplitude.
+    The demo uses the grid with both (see docs/toy_learnability.md for why)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS} (got {layout!r})")
     rng = np.random.default_rng(seed)
@@ -255,8 +272,11 @@ def generate_sample(seed: int, size: int = 224, layout: str = "city") -> dict:
     for i in targets:
         x1, y1, x2, y2 = parcels[i].box
         mask[y1:y2 + 1, x1:x2 + 1] = 255
+    map_image = _draw_map(parcels, size, highlight=set(targets) if highlight else frozenset())
+    if tint:
+        map_image = coordinate_tint(map_image, tint)
     return {
-        "map": _draw_map(parcels, size),
+        "map": map_image,
         "sat": _draw_satellite(rng, parcels, size),
         "mask": mask,
         "problem": problem,
@@ -280,14 +300,16 @@ def write_sample(sample: dict, sample_dir: Path) -> None:
 
 
 def generate_toy_city(out: str | Path, num_samples: int, seed: int = 0, splits=("train", "val", "test"),
-                      size: int = 224, layout: str = "city", progress: bool = True) -> Path:
+                      size: int = 224, layout: str = "city", progress: bool = True, highlight: bool = False,
+                      tint: float = 0.0) -> Path:
     """Write `num_samples` samples into each split of `out` in the raw SocioSeg layout."""
     if size < 112:
         raise ValueError(f"size must be >= 112 px (got {size})")
     out = Path(out)
     for split in splits:
         for index in tqdm(range(num_samples), desc=f"toy city {split}", disable=not progress):
-            sample = generate_sample(_split_seed(seed, split, index), size=size, layout=layout)
+            sample = generate_sample(_split_seed(seed, split, index), size=size, layout=layout, highlight=highlight,
+                                     tint=tint)
             write_sample(sample, out / split / f"{split}_{index:05d}")
     return out
 
@@ -301,11 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (>= 112)")
     parser.add_argument("--layout", choices=LAYOUTS, default="city",
                         help="city: irregular blocks, 1-4 targets; grid: nine equal blocks, 1-2 targets (the demo)")
+    parser.add_argument("--highlight", action="store_true", help="fill the target parcels red on the map")
+    parser.add_argument("--tint", type=float, default=0.0, help="coordinate tint of the map, e.g. 40 (the demo's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     splits = [s for s in args.splits.split(",") if s]
     out = generate_toy_city(args.out, args.num_samples, seed=args.seed, splits=splits, size=args.size,
-                            layout=args.layout)
+                            layout=args.layout, highlight=args.highlight, tint=args.tint)
     print(f"wrote {args.num_samples} samples x {len(splits)} split(s) to {out}")
 
 
