@@ -3,8 +3,9 @@
     python -m socioreasoner.demo --out runs/demo            # the full demo (make demo)
     python -m socioreasoner.demo --out runs/demo --quick    # a few steps of each phase (tests)
 
-Steps: tiny models → toy city (train + held-out val) → SFT warm start of the policy on
-GT-derived stage-1/stage-2 targets → evaluation on val ("before") → two-stage GRPO with
+Steps: tiny models → toy city (the marked grid with a coordinate tint; train + held-out val) →
+SFT warm start of the policy on GT-derived targets, stage 1 alone and then both stages, with
+a short prompt pair saved with the checkpoint → evaluation on val ("before") → two-stage GRPO with
 `recipes/toy_cpu.yaml` (through `accelerate launch recipes/train.py`, the user's command) →
 evaluation on val ("after"), each evaluation with the policy's image reliance
 (`socioreasoner.diagnostics`) → `predict` on one held-out pair. Writes `report.md`,
@@ -33,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # SFT checkpoint, so GRPO, eval and predict use them too (`PromptSettings.for_model`).
 DEMO_STAGE1_TEMPLATE = ('Map and satellite image, {width}x{height} px. Find every region of "{query}". '
                         'Answer as <think>...</think><answer>[{"bbox_2d": [x1, y1, x2, y2]}]</answer>')
-DEMO_STAGE2_TEMPLATE = ('Map and satellite image, {width}x{height} px, with your boxes for "{query}" drawn: {boxes}. '
+# The stage-1 boxes come last, right before the answer that echoes them: a copy at a fixed offset,
+# which a 2-layer policy learns far sooner than one across a variable stretch of text.
+DEMO_STAGE2_TEMPLATE = ('Map and satellite image, {width}x{height} px, with your boxes for "{query}" drawn. '
                         'Keep each box and add points on the target inside it. Answer as <think>...</think>'
-                        '<answer>[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y]]}]</answer>')
+                        '<answer>[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y]]}]</answer>. Your boxes: {boxes}')
 REWARD_KEYS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
 
@@ -190,7 +193,8 @@ def demo(out: Path, settings: DemoSettings) -> dict:
          "--sam_model", sam, "--dataset", str(city), "--output_dir", str(grpo_dir), "--max_steps",
          str(settings.grpo_steps), "--max_pixels", str(settings.max_pixels), "--max_completion_length",
          str(settings.max_new_tokens), "--save_strategy", "no", "--seed", str(settings.seed),
-         "--learning_rate", str(settings.grpo_lr), "--beta", str(settings.grpo_beta), "--freeze_vision_tower", "true"], out / "grpo.log")
+         "--learning_rate", str(settings.grpo_lr), "--beta", str(settings.grpo_beta),
+         "--freeze_vision_tower", "true"], out / "grpo.log")
     log_history = json.loads((grpo_dir / "trainer_state.json").read_text())["log_history"]
 
     logger.info("6/7 evaluation after GRPO")
