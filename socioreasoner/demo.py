@@ -111,7 +111,7 @@ def report_markdown(report: dict) -> str:
             ("stage-1 count reward", "stage1_count"), ("stage-1 box reward", "stage1_box"),
             ("stage-2 format reward", "stage2_format"), ("stage-2 points reward", "stage2_points")]
     lines = ["# socioreasoner demo: toy city, tiny models, CPU", "",
-             f"Held-out toy val, {after['n']} samples; SFT warm start vs after {report['settings']['grpo_steps']} "
+             f"Held-out toy val, {after['n']} samples; SFT warm start vs after {cfg['grpo_steps']} "
              f"GRPO steps. Wall time {report['wall_seconds']:.0f} s. Segmenter: {report['segmenter']}.", "",
              f"Toy city: `{cfg['layout']}` layout" + (", the targets filled red on the map" if cfg["highlight"] else "")
              + (f", coordinate tint ±{cfg['tint']:g}" if cfg["tint"] else "") + f"; policy rope θ {cfg['rope_theta']:g}, "

@@ -31,12 +31,17 @@ def _int_box(box) -> list[int]:
     return [int(round(v)) for v in box]
 
 
+def _mask_pixels_strictly_inside(mask: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the mask's pixels strictly inside `box` (row-major order)."""
+    x1, y1, x2, y2 = box
+    ys, xs = np.nonzero(mask[y1 + 1:y2, x1 + 1:x2])
+    return xs + x1 + 1, ys + y1 + 1
+
+
 def component_points(mask: np.ndarray, box, rng: np.random.Generator, n: int = 2) -> list[list[int]]:
     """`n` points on the mask inside `box` (both in the same frame), strictly inside the box."""
     x1, y1, x2, y2 = box
-    ys, xs = np.nonzero(mask[y1:y2 + 1, x1:x2 + 1])
-    keep = (xs + x1 > x1) & (xs + x1 < x2) & (ys + y1 > y1) & (ys + y1 < y2)
-    xs, ys = xs[keep] + x1, ys[keep] + y1
+    xs, ys = _mask_pixels_strictly_inside(mask, box)
     if len(xs) == 0:
         return [[(x1 + x2) // 2, (y1 + y2) // 2]]
     picks = rng.choice(len(xs), size=min(n, len(xs)), replace=False)
@@ -48,10 +53,9 @@ def diagonal_points(mask: np.ndarray, box, n: int = 2) -> list[list[int]]:
     nearest to the points at 1/(n+1), 2/(n+1), … along its main diagonal. A target a small policy
     can learn from the box alone, where `component_points` draws a fresh random pair each time."""
     x1, y1, x2, y2 = box
-    ys, xs = np.nonzero(mask[y1 + 1:y2, x1 + 1:x2])
+    xs, ys = _mask_pixels_strictly_inside(mask, box)
     if len(xs) == 0:
         return [[(x1 + x2) // 2, (y1 + y2) // 2]]
-    xs, ys = xs + x1 + 1, ys + y1 + 1
     points = []
     for k in range(1, n + 1):
         tx, ty = x1 + (x2 - x1) * k / (n + 1), y1 + (y2 - y1) * k / (n + 1)
