@@ -1,35 +1,111 @@
-"""Make TRL's fused LM head score only the completion tokens on CPU too.
+"""Make TRL's fused LM head cheap on CPU: score only the labelled tokens, in a few wide passes.
 
-TRL 1.16 computes per-token log-probs with a chunked LM-head kernel. On Triton devices it
-scores only the positions that carry a label; elsewhere it scores *every* position, so that
-tile shapes stay static for graph compilers. On a CPU with Qwen's 151,936-row vocabulary that
-makes the LM head over prompt tokens dominate a tiny model's step (about 10x here). Scoring
-only the labelled positions is exactly the same computation for the labelled ones (TRL's own
-GPU path), so on CPU we switch the selection — and only the selection: the kernel still runs
-its plain-torch tiles.
+TRL 1.16 computes per-token log-probs (SFT loss, GRPO policy and reference passes) with a
+chunked LM-head kernel. Two things make it slow on a CPU with Qwen's 151,936-row vocabulary:
+
+1. On devices without Triton it scores *every* position, so that tile shapes stay static for
+   graph compilers; the LM head over prompt tokens then dominates a tiny model's step.
+   `_use_triton` only chooses that selection, so we make it answer "compact" on CPU too.
+2. Its torch fallback folds each 32k-column tile with a dozen elementwise passes (for metrics
+   most callers never read). We replace the kernel, on CPU only, by `VocabLogProb`: the same
+   outputs and gradients from one `log_softmax` over the labelled rows, whose probabilities it
+   keeps for backward (up to 2 GiB; larger calls keep TRL's recomputing kernel).
+
+Both patches are exact rewrites of the same computation (tests compare outputs and gradients
+with TRL's kernel); CUDA/XPU devices keep TRL's Triton path untouched.
 """
 
 from __future__ import annotations
 
 import logging
 
+import torch
 import trl.trainer.utils as trl_utils
 
 logger = logging.getLogger(__name__)
 
+MAX_SAVED_PROBS = 2**29  # the probabilities kept for backward (2 GiB fp32); above it TRL's kernel recomputes
+
+
+class VocabLogProb(torch.autograd.Function):
+    """Drop-in for `trl.kernels.ChunkedLogProbFunction` (same arguments and outputs) without softcapping.
+
+    Returns (log p(target), entropy, log Σp², mean logit, target is top-1), the optional ones
+    `None` unless named in `outputs`; only the first two carry gradients. It keeps the
+    [tokens, vocab] probabilities for backward instead of recomputing them, which is what makes
+    it cheap; `_CpuKernel` only sends it calls whose probabilities fit `MAX_SAVED_PROBS`.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
+                logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+        if final_logit_softcapping is not None:
+            raise ValueError("VocabLogProb does not implement logit softcapping; use TRL's kernel")
+        ctx.set_materialize_grads(False)
+        scale = logit_scale / temperature
+        z = torch.nn.functional.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
+        if scale != 1.0:
+            z.mul_(scale)
+        mean_logits = z.mean(-1) if "mean_logits" in outputs else None
+        is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None  # first maximum, like TRL's kernel
+        log_p = z.sub_(torch.logsumexp(z, -1, keepdim=True))  # in place: the logits are not needed any more
+        log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        p = log_p.exp()
+        entropy = -torch.einsum("nv,nv->n", p, log_p) if "entropy" in outputs else None
+        log_sum_sq_probs = torch.einsum("nv,nv->n", p, p).log() if "log_sum_sq_probs" in outputs else None
+        ctx.save_for_backward(hidden, weight, bias, targets, p, entropy)
+        ctx.scale = scale
+        ctx.mark_non_differentiable(*(x for x in (log_sum_sq_probs, mean_logits, is_top1) if x is not None))
+        return log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_log_probs, grad_entropy, *_):
+        hidden, weight, bias, targets, p, entropy = ctx.saved_tensors
+        grad = torch.zeros_like(p)
+        if grad_log_probs is not None:  # d log p_t / dz = onehot(t) - p
+            g = grad_log_probs.float().unsqueeze(-1)
+            torch.mul(p, g.neg(), out=grad).scatter_add_(-1, targets.unsqueeze(-1), g)
+        if grad_entropy is not None:  # d H / dz = -p (log p + H); xlogy keeps p = 0 at 0
+            grad.sub_(grad_entropy.float().unsqueeze(-1) * (torch.xlogy(p, p) + p * entropy.unsqueeze(-1)))
+        if ctx.scale != 1.0:
+            grad.mul_(ctx.scale)
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_hidden = (grad @ weight.float()).to(hidden.dtype) if need_hidden else None
+        grad_weight = (grad.t() @ hidden.float()).to(weight.dtype) if need_weight else None
+        grad_bias = grad.sum(0).to(bias.dtype) if need_bias else None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+class _CpuKernel:
+    """What `trl.trainer.utils` calls as its kernel: `VocabLogProb` for CPU tensors, TRL's own otherwise."""
+
+    _socioreasoner_patch = True
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def apply(self, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
+              logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+        function = self.kernel
+        fits = hidden.shape[0] * weight.shape[0] <= MAX_SAVED_PROBS
+        if hidden.device.type == "cpu" and final_logit_softcapping is None and fits:
+            function = VocabLogProb
+        return function.apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping,
+                              logit_scale, outputs)
+
 
 def compact_scoring_on_cpu() -> bool:
-    """Idempotently patch `trl.trainer.utils._use_triton` (used only to choose compact scoring)."""
-    current = trl_utils._use_triton
-    if getattr(current, "_socioreasoner_patch", False):
-        return True
-    if not callable(current):
-        logger.warning("TRL has no _use_triton selector; CPU steps score every position (slower, same result)")
+    """Idempotently patch TRL's fused LM head for CPU (see the module docstring); False if TRL changed."""
+    selector, kernel = getattr(trl_utils, "_use_triton", None), getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if not callable(selector) or kernel is None:
+        logger.warning("TRL has no _use_triton/_ChunkedLogProbFunction; CPU steps use TRL's slower scoring (same result)")
         return False
+    if not getattr(selector, "_socioreasoner_patch", False):
+        def use_compact(device):
+            return device.type == "cpu" or selector(device)
 
-    def use_compact(device):
-        return device.type == "cpu" or current(device)
-
-    use_compact._socioreasoner_patch = True
-    trl_utils._use_triton = use_compact
+        use_compact._socioreasoner_patch = True
+        trl_utils._use_triton = use_compact
+    if not getattr(kernel, "_socioreasoner_patch", False):
+        trl_utils._ChunkedLogProbFunction = _CpuKernel(kernel)
     return True
