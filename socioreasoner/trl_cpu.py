@@ -6,13 +6,13 @@ chunked LM-head kernel. Two things make it slow on a CPU with Qwen's 151,936-row
 1. On devices without Triton it scores *every* position, so that tile shapes stay static for
    graph compilers; the LM head over prompt tokens then dominates a tiny model's step.
    `_use_triton` only chooses that selection, so we make it answer "compact" on CPU too.
-2. Its torch fallback folds each 32k-column tile with a dozen elementwise passes (for metrics
-   most callers never read). We replace the kernel, on CPU only, by `VocabLogProb`: the same
-   outputs and gradients from one `log_softmax` over the labelled rows, whose probabilities it
-   keeps for backward (up to 2 GiB; larger calls keep TRL's recomputing kernel).
+2. Its torch fallback folds each 32k-column tile with about a dozen elementwise passes, and
+   recomputes every tile in backward. We replace the kernel, on CPU only, by `VocabLogProb`:
+   the same outputs and gradients from one `log_softmax` over the labelled rows, whose
+   probabilities it keeps for backward (up to 2 GiB; larger calls keep TRL's kernel).
 
-Both patches are exact rewrites of the same computation (tests compare outputs and gradients
-with TRL's kernel); CUDA/XPU devices keep TRL's Triton path untouched.
+Both patches compute what TRL computes (tests compare outputs and gradients with TRL's kernel
+to float32 rounding); CUDA/XPU devices keep TRL's Triton path untouched.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import trl.trainer.utils as trl_utils
 
 logger = logging.getLogger(__name__)
 
-MAX_SAVED_PROBS = 2**29  # the probabilities kept for backward (2 GiB fp32); above it TRL's kernel recomputes
+# Probabilities kept for backward: 2 GiB in fp32 (the call's peak is about three times that);
+# larger calls go to TRL's kernel, which recomputes them tile by tile.
+MAX_SAVED_PROBS = 2**29
 
 
 class VocabLogProb(torch.autograd.Function):

@@ -5,6 +5,7 @@ import torch
 import trl.trainer.utils as trl_utils
 from trl.kernels import ChunkedLogProbFunction
 
+from socioreasoner import trl_cpu
 from socioreasoner.trl_cpu import VocabLogProb, compact_scoring_on_cpu
 
 OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
@@ -47,17 +48,18 @@ def test_vocab_logprob_handles_no_rows_and_optional_outputs():
         VocabLogProb.apply(hidden, torch.randn(50, 8), None, torch.zeros(0, dtype=torch.long), 1.0, 16, 30.0, 1.0, ())
 
 
-def test_patch_routes_cpu_to_vocab_logprob_and_is_idempotent():
+def test_patch_routes_cpu_to_vocab_logprob_and_is_idempotent(monkeypatch):
     assert compact_scoring_on_cpu() and compact_scoring_on_cpu()
     kernel = trl_utils._ChunkedLogProbFunction
     assert kernel.kernel is ChunkedLogProbFunction  # wrapped once, not twice
     assert trl_utils._use_triton(torch.device("cpu"))
     calls = []
     original = VocabLogProb.apply
-    try:
-        VocabLogProb.apply = lambda *args: calls.append(args) or original(*args)
-        hidden = torch.randn(4, 8)
-        kernel.apply(hidden, torch.randn(30, 8), None, torch.zeros(4, dtype=torch.long), 1.0, 16)
-    finally:
-        VocabLogProb.apply = original
+    monkeypatch.setattr(VocabLogProb, "apply", lambda *args: calls.append(args) or original(*args))
+    args = (torch.randn(4, 8), torch.randn(30, 8), None, torch.zeros(4, dtype=torch.long), 1.0, 16)
+    ours = kernel.apply(*args)
     assert len(calls) == 1
+    monkeypatch.setattr(trl_cpu, "MAX_SAVED_PROBS", 4 * 30 - 1)  # too many probabilities to keep: TRL's kernel
+    theirs = kernel.apply(*args)
+    assert len(calls) == 1
+    torch.testing.assert_close(ours[0], theirs[0])
