@@ -125,8 +125,7 @@ def report_markdown(report: dict) -> str:
     gap_before, gap_after = before["image_reliance"]["gap"], after["image_reliance"]["gap"]
     n_reliance = before["image_reliance"]["n"]
     lines.append(f"| image reliance (loss gap, shuffled − own images; {n_reliance} samples) | {gap_before:.4f} | "
-                 f"{gap_after:.4f} | "
-                 f"{gap_after - gap_before:+.4f} |")
+                 f"{gap_after:.4f} | {gap_after - gap_before:+.4f} |")
     lines += ["", "Image reliance (`socioreasoner.diagnostics`): the stage-1 GT answer's loss with another "
               "sample's images minus with its own; about 0 means the policy does not use the images to place "
               "its boxes.", "", "Numbers come from `eval_before/` and `eval_after/` (`per_sample.csv`, `metrics.json`); IoU with "

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 # Probabilities kept for backward: 2 GiB in fp32 (the call's peak is about three times that);
 # larger calls go to TRL's kernel, which recomputes them tile by tile.
 MAX_SAVED_PROBS = 2**29
+# The optional per-token outputs TRL's kernel knows (its default `outputs` argument)
+OPTIONAL_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 
 class VocabLogProb(torch.autograd.Function):
@@ -40,7 +42,7 @@ class VocabLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-                logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+                logit_scale=1.0, outputs=OPTIONAL_OUTPUTS):
         if final_logit_softcapping is not None:
             raise ValueError("VocabLogProb does not implement logit softcapping; use TRL's kernel")
         ctx.set_materialize_grads(False)
@@ -63,10 +65,11 @@ class VocabLogProb(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_log_probs, grad_entropy, *_):
         hidden, weight, bias, targets, p, entropy = ctx.saved_tensors
-        grad = torch.zeros_like(p)
         if grad_log_probs is not None:  # d log p_t / dz = onehot(t) - p
             g = grad_log_probs.float().unsqueeze(-1)
-            torch.mul(p, g.neg(), out=grad).scatter_add_(-1, targets.unsqueeze(-1), g)
+            grad = (p * g.neg()).scatter_add_(-1, targets.unsqueeze(-1), g)
+        else:
+            grad = torch.zeros_like(p)
         if grad_entropy is not None:  # d H / dz = -p (log p + H); xlogy keeps p = 0 at 0
             grad.sub_(grad_entropy.float().unsqueeze(-1) * (torch.xlogy(p, p) + p * entropy.unsqueeze(-1)))
         if ctx.scale != 1.0:
@@ -87,7 +90,7 @@ class _CpuKernel:
         self.kernel = kernel
 
     def apply(self, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-              logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+              logit_scale=1.0, outputs=OPTIONAL_OUTPUTS):
         function = self.kernel
         fits = hidden.shape[0] * weight.shape[0] <= MAX_SAVED_PROBS
         if hidden.device.type == "cpu" and final_logit_softcapping is None and fits:

@@ -4,11 +4,12 @@ import pytest
 import torch
 import trl.trainer.utils as trl_utils
 from trl.kernels import ChunkedLogProbFunction
+from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS
 
 from socioreasoner import trl_cpu
 from socioreasoner.trl_cpu import VocabLogProb, compact_scoring_on_cpu
 
-OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+OUTPUTS = OPTIONAL_OUTPUTS  # TRL's own list: a new output there shows up here
 
 
 def _scores(function, n_rows, with_bias, temperature, logit_scale, seed=0):
@@ -29,6 +30,7 @@ def _scores(function, n_rows, with_bias, temperature, logit_scale, seed=0):
 @pytest.mark.parametrize("n_rows,with_bias,temperature,logit_scale", [
     (7, False, 1.0, 1.0), (300, True, 0.7, 1.3)])
 def test_vocab_logprob_matches_trl_kernel(n_rows, with_bias, temperature, logit_scale):
+    assert trl_cpu.OPTIONAL_OUTPUTS == OPTIONAL_OUTPUTS  # the defaults the kernel stands in for
     ours, our_grads = _scores(VocabLogProb, n_rows, with_bias, temperature, logit_scale)
     theirs, their_grads = _scores(ChunkedLogProbFunction, n_rows, with_bias, temperature, logit_scale)
     for a, b in zip(ours[:4], theirs[:4]):
