@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 
 from socioreasoner.data.targets import MIN_COMPONENT_AREA, mask_to_array
-from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.pipeline import PromptSettings, Sample, stage_transition
 from socioreasoner.prompts import save_prompt_templates, stage2_prompt
 from socioreasoner.render import render_draft
 
@@ -73,9 +73,46 @@ def qwen_frame_targets(sample: Sample, gt_mask: np.ndarray) -> tuple[np.ndarray,
     return mask_q, mask_to_boxes(mask_q, min_area=MIN_COMPONENT_AREA)
 
 
-def stage1_target(query: str, boxes: list[list[int]]) -> str:
+def noisy_draft(boxes: list[list[int]], width: int, height: int, rng: np.random.Generator) -> list[list[int]]:
+    """A plausible imperfect stage-1 answer made from the GT `boxes`: one box moved to a random
+    place in the frame (same size), one box dropped (when there are several), or one extra box (a
+    GT box's size at a random place). Stage-2 examples on such drafts teach the policy to keep the
+    boxes it is given — the GT drafts alone let it re-read the map instead, which at inference
+    overrides its own stage-1 boxes (docs/toy_learnability.md, session 6)."""
+    if not boxes:
+        return []
+
+    def moved(box):
+        w, h = box[2] - box[0], box[3] - box[1]
+        x1, y1 = int(rng.integers(0, max(1, width - w))), int(rng.integers(0, max(1, height - h)))
+        return [x1, y1, x1 + w, y1 + h]
+
+    draft = [list(b) for b in boxes]
+    kind = int(rng.integers(3))
+    if kind == 1 and len(draft) > 1:
+        del draft[int(rng.integers(len(draft)))]
+    elif kind == 2:
+        draft.insert(int(rng.integers(len(draft) + 1)), moved(draft[int(rng.integers(len(draft)))]))
+    else:
+        i = int(rng.integers(len(draft)))
+        draft[i] = moved(draft[i])
+    return draft
+
+
+def _boxes_mask(shape, boxes) -> np.ndarray:
+    covered = np.zeros(shape, bool)
+    for x1, y1, x2, y2 in boxes:
+        covered[y1:y2 + 1, x1:x2 + 1] = True
+    return covered
+
+
+STAGE1_REASONING = "The map marks where {query} is; I box each separate region of it."
+
+
+def stage1_target(query: str, boxes: list[list[int]], reasoning: str = STAGE1_REASONING) -> str:
+    """The stage-1 SFT answer: `reasoning` (`{query}` filled in) in <think>, the GT boxes in <answer>."""
     answer = json.dumps([{"bbox_2d": b} for b in boxes])
-    return f"<think>The map marks where {query} is; I box each separate region of it.</think><answer>{answer}</answer>"
+    return f"<think>{reasoning.format(query=query)}</think><answer>{answer}</answer>"
 
 
 def stage2_target(boxes: list[list[int]], points: list[list[list[int]]]) -> str:
@@ -85,15 +122,25 @@ def stage2_target(boxes: list[list[int]], points: list[list[list[int]]]) -> str:
 
 def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
                  stages: tuple[int, ...] = (1, 2), stage2_fraction: float = 1.0,
-                 points: str = "random") -> datasets.Dataset:
+                 points: str = "random", draft_noise: float = 0.0,
+                 stage1_reasoning: str = STAGE1_REASONING, segmenter=None) -> datasets.Dataset:
     """Stage-1 and/or stage-2 prompt/completion examples (with images) from a `load_socioseg` dataset.
 
     `stage2_fraction`: the share of samples that also give a stage-2 example. `points`: the
-    stage-2 target's points, "random" (`component_points`) or "diagonal" (`diagonal_points`)."""
+    stage-2 target's points, "random" (`component_points`) or "diagonal" (`diagonal_points`).
+    `draft_noise`: the share of stage-2 examples whose draft is an imperfect stage-1 answer
+    (`noisy_draft`) instead of the GT boxes; the target keeps the draft's boxes (as the stage-2
+    format reward asks) with points on the GT inside each, and the draft's mask is the GT inside
+    the draft's boxes. `stage1_reasoning`: the stage-1 target's <think> sentence (`{query}` is
+    filled in). `segmenter` (e.g. `GrabCutSegmenter`, `SamSegmenter`): draw on each stage-2 draft the
+    mask it makes from the draft's boxes, through the same `stage_transition` as inference and
+    GRPO, so that stage 2 is taught on the inputs it will see; None draws the GT mask."""
     if points not in ("random", "diagonal"):
         raise ValueError(f"points must be 'random' or 'diagonal' (got {points!r})")
     if not 0.0 <= stage2_fraction <= 1.0:
         raise ValueError(f"stage2_fraction must be in [0, 1] (got {stage2_fraction})")
+    if not 0.0 <= draft_noise <= 1.0:
+        raise ValueError(f"draft_noise must be in [0, 1] (got {draft_noise})")
     settings = settings or PromptSettings()
     rng = np.random.default_rng(seed)
     rows = {"prompt": [], "completion": [], "images": []}
@@ -102,15 +149,26 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
         mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))
         if 1 in stages:
             rows["prompt"].append(sample.stage1_messages(settings))
-            rows["completion"].append([{"role": "assistant", "content": stage1_target(sample.query, boxes)}])
+            rows["completion"].append([{"role": "assistant", "content": stage1_target(sample.query, boxes, stage1_reasoning)}])
             rows["images"].append([sample.map_qwen, sample.sat_qwen])
         if 2 not in stages or (stage2_fraction < 1 and rng.random() >= stage2_fraction):
             continue
-        targets = [component_points(mask_q, b, rng) if points == "random" else diagonal_points(mask_q, b) for b in boxes]
-        rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, boxes,
-                                            settings.stage2_template))
-        rows["completion"].append([{"role": "assistant", "content": stage2_target(boxes, targets)}])
-        rows["images"].append([render_draft(sample.map_qwen, boxes, mask_q), render_draft(sample.sat_qwen, boxes, mask_q)])
+        draft, draft_mask = boxes, mask_q
+        if draft_noise > 0 and rng.random() < draft_noise:
+            draft = noisy_draft(boxes, sample.frame.w, sample.frame.h, rng)
+            draft_mask = mask_q & _boxes_mask(mask_q.shape, draft)
+        targets = [component_points(mask_q, b, rng) if points == "random" else diagonal_points(mask_q, b) for b in draft]
+        if segmenter is None:
+            rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, draft,
+                                                settings.stage2_template))
+            rows["images"].append([render_draft(sample.map_qwen, draft, draft_mask),
+                                   render_draft(sample.sat_qwen, draft, draft_mask)])
+        else:
+            embedding = segmenter.encode([sample.sat_image])[0]
+            drafted = stage_transition(segmenter, embedding, sample, [stage1_target(sample.query, draft)], settings)[0]
+            rows["prompt"].append(drafted.messages)
+            rows["images"].append([drafted.map_draft, drafted.sat_draft])
+        rows["completion"].append([{"role": "assistant", "content": stage2_target(draft, targets)}])
     return datasets.Dataset.from_dict(rows)
 
 
@@ -177,4 +235,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["component_points", "diagonal_points", "run_sft", "sft_examples", "stage1_target", "stage2_target"]
+__all__ = ["STAGE1_REASONING", "component_points", "diagonal_points", "noisy_draft", "run_sft", "sft_examples",
+           "stage1_target", "stage2_target"]

@@ -4,6 +4,7 @@ import pytest
 from socioreasoner.data import load_socioseg
 from socioreasoner.parsing import parse_completion
 from socioreasoner.pipeline import PromptSettings
+from socioreasoner.prompts import format_boxes
 from socioreasoner.rewards import points_reward, stage1_rewards, stage2_format_reward
 from socioreasoner.sft import component_points, sft_examples
 
@@ -90,3 +91,84 @@ def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models
     language = [k for k in before if k.startswith("model.language_model.")]
     assert vision and all(torch.equal(before[k], after[k]) for k in vision)
     assert any(not torch.equal(before[k], after[k]) for k in language)
+
+
+def test_noisy_draft_changes_one_thing_and_keeps_boxes_in_frame():
+    from socioreasoner.sft import noisy_draft
+
+    gt = [[10, 10, 40, 30], [60, 50, 90, 95]]
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(200):
+        draft = noisy_draft(gt, 120, 100, rng)
+        assert draft != gt
+        for x1, y1, x2, y2 in draft:
+            assert 0 <= x1 < x2 < 120 and 0 <= y1 < y2 < 100
+        sizes = sorted((b[2] - b[0], b[3] - b[1]) for b in draft)
+        assert set(sizes) <= {(30, 20), (30, 45)}  # moved or added boxes keep a GT box's size
+        kinds.add(len(draft) - len(gt))
+        if len(draft) == len(gt):  # one box moved, the other kept
+            assert sum(d == g for d, g in zip(draft, gt)) == 1
+    assert kinds == {-1, 0, 1}
+    assert noisy_draft([], 120, 100, rng) == []
+    assert len(noisy_draft([[10, 10, 40, 30]], 120, 100, rng)) >= 1  # a single box is never dropped
+
+
+def test_stage2_examples_on_noisy_drafts_keep_the_drafts_boxes(toy_city):
+    ds = load_socioseg(str(toy_city), "train")
+    settings = PromptSettings(max_pixels=160 * 160)
+    clean = sft_examples(ds, settings, seed=0, points="diagonal", stages=(2,))
+    noisy = sft_examples(ds, settings, seed=0, points="diagonal", stages=(2,), draft_noise=1.0)
+    assert len(noisy) == len(clean) == len(ds)
+    for a, b in zip(clean, noisy):
+        prompt_a, prompt_b = (e["prompt"][0]["content"][2]["text"] for e in (a, b))
+        assert prompt_a != prompt_b  # every draft differs from the GT boxes
+        draft = parse_completion(b["completion"][0]["content"]).boxes
+        assert format_boxes(draft) in prompt_b  # the prompt names the draft's boxes
+        # the target keeps the draft's boxes: full stage-2 format reward against the draft
+        assert stage2_format_reward(b["completion"][0]["content"], draft) == 2.0
+        assert np.asarray(a["images"][1]).shape == np.asarray(b["images"][1]).shape
+        assert not np.array_equal(np.asarray(a["images"][1]), np.asarray(b["images"][1]))  # drawn draft differs
+    same = sft_examples(ds, settings, seed=0, points="diagonal", stages=(2,), draft_noise=0.0)
+    assert same["completion"] == clean["completion"]
+    with pytest.raises(ValueError, match="draft_noise"):
+        sft_examples(ds, settings, draft_noise=-0.1)
+
+
+def test_stage1_reasoning_sentence_is_configurable(toy_city):
+    from socioreasoner.sft import STAGE1_REASONING
+
+    ds = load_socioseg(str(toy_city), "train")
+    settings = PromptSettings(max_pixels=160 * 160)
+    default = sft_examples(ds, settings, stages=(1,))
+    plain = sft_examples(ds, settings, stages=(1,), stage1_reasoning="The red regions are the targets.")
+    for record, a, b in zip(ds, default, plain):
+        target_a, target_b = a["completion"][0]["content"], b["completion"][0]["content"]
+        assert target_a.startswith("<think>" + STAGE1_REASONING.format(query=record["problem"]))
+        assert target_b.startswith("<think>The red regions are the targets.</think><answer>")
+        assert parse_completion(target_a).boxes == parse_completion(target_b).boxes
+
+
+def test_stage2_drafts_can_show_the_segmenters_mask_as_at_inference(toy_city):
+    from socioreasoner.data.targets import mask_to_array
+    from socioreasoner.grabcut import GrabCutSegmenter
+    from socioreasoner.pipeline import Sample
+    from socioreasoner.render import render_draft, resize_mask
+    from socioreasoner.sft import qwen_frame_targets
+
+    ds = load_socioseg(str(toy_city), "train")
+    settings = PromptSettings(max_pixels=160 * 160)
+    segmenter = GrabCutSegmenter()
+    gt_drafts = sft_examples(ds, settings, seed=0, points="diagonal", stages=(2,))
+    seg_drafts = sft_examples(ds, settings, seed=0, points="diagonal", stages=(2,), segmenter=segmenter)
+    assert seg_drafts["prompt"] == gt_drafts["prompt"] and seg_drafts["completion"] == gt_drafts["completion"]
+    differ = sum(not np.array_equal(np.asarray(a["images"][1]), np.asarray(b["images"][1]))
+                 for a, b in zip(gt_drafts, seg_drafts))
+    assert differ > 0  # GrabCut does not reproduce every GT mask
+    record = ds[0]
+    sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
+    _, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))
+    mask = segmenter.segment(segmenter.encode([sample.sat_image])[0], [[{"box": sample.frame.box_to_original(b)}
+                                                                         for b in boxes]])[0]
+    expected = render_draft(sample.sat_qwen, boxes, resize_mask(mask, (sample.frame.w, sample.frame.h)))
+    assert np.array_equal(np.asarray(seg_drafts[0]["images"][1]), np.asarray(expected))
