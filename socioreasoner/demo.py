@@ -4,8 +4,9 @@
     python -m socioreasoner.demo --out runs/demo --quick    # a few steps of each phase (tests)
 
 Steps: tiny models → toy city (the marked grid with a coordinate tint; train + held-out val) →
-SFT warm start of the policy on GT-derived targets, stage 1 alone and then both stages, with
-a short prompt pair saved with the checkpoint → evaluation on val ("before") → two-stage GRPO with
+SFT warm start of the policy on GT-derived targets, stage 1 alone and then both stages (the
+stage-2 drafts drawn with the segmenter's mask, as at inference), with a short prompt pair
+saved with the checkpoint → evaluation on val ("before") → two-stage GRPO with
 `recipes/toy_cpu.yaml` (through `accelerate launch recipes/train.py`, the user's command) →
 evaluation on val ("after"), each evaluation with the policy's image reliance
 (`socioreasoner.diagnostics`) → `predict` on one held-out pair. Writes `report.md`,
@@ -146,14 +147,69 @@ def run(cmd: list[str], log: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd[:6])}… failed (exit {result.returncode}); see {log}")
 
 
-def demo(out: Path, settings: DemoSettings) -> dict:
-    from socioreasoner.data import load_socioseg
-    from socioreasoner.data.synthetic import generate_toy_city
-    from socioreasoner.diagnostics import image_reliance_of
-    from socioreasoner.evaluate import evaluate
-    from socioreasoner.grabcut import make_segmenter
+SAM = "grabcut"  # a tiny random SAM2 ignores its prompts (the mask-IoU reward would be noise)
+SEGMENTER_NOTE = "OpenCV GrabCut from boxes + points (socioreasoner.grabcut), not SAM2"
+
+
+def prompt_settings_of(settings: DemoSettings):
     from socioreasoner.pipeline import PromptSettings
+
+    return PromptSettings(DEMO_STAGE1_TEMPLATE, DEMO_STAGE2_TEMPLATE, max_pixels=settings.max_pixels)
+
+
+def make_toy_city(city: Path, settings: DemoSettings) -> Path:
+    """The demo's toy city: `train_samples` train and `val_samples` held-out val samples."""
+    from socioreasoner.data.synthetic import generate_toy_city
+
+    for split, count in (("train", settings.train_samples), ("val", settings.val_samples)):
+        generate_toy_city(city, count, seed=settings.seed, splits=(split,), size=settings.image_size,
+                          layout=settings.layout, highlight=settings.highlight, tint=settings.tint)
+    return city
+
+
+def warm_start(policy: str, city: Path, out: Path, settings: DemoSettings, use_cpu: bool = True) -> Path:
+    """The demo's SFT: stage 1 alone, then both stages; returns the checkpoint (`out/sft`)."""
+    from socioreasoner.data import load_socioseg
+    from socioreasoner.grabcut import make_segmenter
     from socioreasoner.sft import run_sft, sft_examples
+
+    prompts = prompt_settings_of(settings)
+    train = load_socioseg(str(city), "train")
+    stage1_dir = run_sft(policy, sft_examples(train, prompts, stages=(1,), stage1_reasoning=settings.stage1_reasoning),
+                         str(out / "sft_stage1"), max_steps=settings.sft_steps, learning_rate=settings.sft_lr,
+                         seed=settings.seed, freeze_vision=True, settings=prompts, use_cpu=use_cpu)
+    # stage-2 targets with deterministic points (a tiny policy cannot learn to copy random ones)
+    both_stages = sft_examples(train, prompts, seed=settings.seed, points="diagonal",
+                               stage1_reasoning=settings.stage1_reasoning,
+                               segmenter=make_segmenter(SAM) if settings.segmenter_drafts else None)
+    return run_sft(str(stage1_dir), both_stages, str(out / "sft"), max_steps=settings.sft2_steps,
+                   learning_rate=settings.sft2_lr, seed=settings.seed, freeze_vision=True, settings=prompts,
+                   use_cpu=use_cpu)
+
+
+def grpo_command(model: Path, city: Path, output_dir: Path, settings: DemoSettings, *overrides: str) -> list[str]:
+    """The user's training command with the demo's settings; `overrides` are more `train.py` flags."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/single.yaml",
+            "recipes/train.py", "--config", "recipes/toy_cpu.yaml", "--model_name_or_path", str(model),
+            "--sam_model", SAM, "--dataset", str(city), "--output_dir", str(output_dir), "--max_steps",
+            str(settings.grpo_steps), "--max_pixels", str(settings.max_pixels), "--max_completion_length",
+            str(settings.max_new_tokens), "--save_strategy", "no", "--seed", str(settings.seed),
+            "--learning_rate", str(settings.grpo_lr), "--beta", str(settings.grpo_beta),
+            "--freeze_vision_tower", "true", *overrides]
+
+
+def evaluate_on_val(model: str, city: Path, out: Path, settings: DemoSettings, device: str = "cpu",
+                    batch_size: int = 4) -> dict:
+    """`socioreasoner.evaluate` of `model` on the city's val split (greedy, the demo's segmenter)."""
+    from socioreasoner.evaluate import evaluate
+
+    return evaluate({"model": str(model), "sam": SAM, "dataset": str(city), "split": "val", "out": str(out),
+                     "device": device, "batch_size": batch_size, "max_new_tokens": settings.max_new_tokens,
+                     "max_pixels": settings.max_pixels, "overwrite": True})
+
+
+def demo(out: Path, settings: DemoSettings) -> dict:
+    from socioreasoner.diagnostics import image_reliance_of
     from socioreasoner.tiny import build_tiny_models
 
     start = time.perf_counter()
@@ -161,35 +217,13 @@ def demo(out: Path, settings: DemoSettings) -> dict:
     logger.info("1/7 tiny models")
     models = build_tiny_models(out / "tiny", seed=settings.seed, rope_theta=settings.rope_theta)
     logger.info("2/7 toy city")
-    city = out / "toy_city"
-    for split, count in (("train", settings.train_samples), ("val", settings.val_samples)):
-        generate_toy_city(city, count, seed=settings.seed, splits=(split,), size=settings.image_size,
-                          layout=settings.layout, highlight=settings.highlight, tint=settings.tint)
-    prompt_settings = PromptSettings(DEMO_STAGE1_TEMPLATE, DEMO_STAGE2_TEMPLATE, max_pixels=settings.max_pixels)
-    # A tiny random SAM2 gives masks that ignore the prompts, which would make the mask-IoU reward
-    # noise; the demo uses the documented classical backend (GrabCut from boxes + points) instead.
-    sam = "grabcut"
-    segmenter_note = "OpenCV GrabCut from boxes + points (socioreasoner.grabcut), not SAM2"
-
+    city = make_toy_city(out / "toy_city", settings)
     logger.info("3/7 SFT warm start (%d steps stage 1, then %d steps both stages)", settings.sft_steps,
                 settings.sft2_steps)
-    train = load_socioseg(str(city), "train")
-    stage1_dir = run_sft(str(models["qwen2_5_vl"]),
-                         sft_examples(train, prompt_settings, stages=(1,), stage1_reasoning=settings.stage1_reasoning),
-                         str(out / "sft_stage1"), max_steps=settings.sft_steps, learning_rate=settings.sft_lr,
-                         seed=settings.seed, freeze_vision=True, settings=prompt_settings)
-    # stage-2 targets with deterministic points (a tiny policy cannot learn to copy random ones)
-    both_stages = sft_examples(train, prompt_settings, seed=settings.seed, points="diagonal",
-                               stage1_reasoning=settings.stage1_reasoning,
-                               segmenter=make_segmenter(sam) if settings.segmenter_drafts else None)
-    sft_dir = run_sft(str(stage1_dir), both_stages, str(out / "sft"),
-                      max_steps=settings.sft2_steps, learning_rate=settings.sft2_lr, seed=settings.seed,
-                      freeze_vision=True, settings=prompt_settings)
+    sft_dir = warm_start(str(models["qwen2_5_vl"]), city, out, settings)
 
     def evaluation(model: str, name: str) -> dict:
-        return evaluate({"model": model, "sam": sam, "dataset": str(city), "split": "val", "out": str(out / name),
-                         "device": "cpu", "batch_size": 4, "max_new_tokens": settings.max_new_tokens,
-                         "max_pixels": settings.max_pixels, "overwrite": True})
+        return evaluate_on_val(model, city, out / name, settings)
 
     def reliance(model: str) -> dict:
         return image_reliance_of(model, str(city), "val", settings.max_pixels, settings.reliance_samples)
@@ -200,13 +234,7 @@ def demo(out: Path, settings: DemoSettings) -> dict:
 
     logger.info("5/7 two-stage GRPO (%d steps)", settings.grpo_steps)
     grpo_dir = out / "grpo"
-    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/single.yaml",
-         "recipes/train.py", "--config", "recipes/toy_cpu.yaml", "--model_name_or_path", str(sft_dir),
-         "--sam_model", sam, "--dataset", str(city), "--output_dir", str(grpo_dir), "--max_steps",
-         str(settings.grpo_steps), "--max_pixels", str(settings.max_pixels), "--max_completion_length",
-         str(settings.max_new_tokens), "--save_strategy", "no", "--seed", str(settings.seed),
-         "--learning_rate", str(settings.grpo_lr), "--beta", str(settings.grpo_beta),
-         "--freeze_vision_tower", "true"], out / "grpo.log")
+    run(grpo_command(sft_dir, city, grpo_dir, settings), out / "grpo.log")
     log_history = json.loads((grpo_dir / "trainer_state.json").read_text())["log_history"]
 
     logger.info("6/7 evaluation after GRPO")
@@ -219,14 +247,14 @@ def demo(out: Path, settings: DemoSettings) -> dict:
     from socioreasoner.predict import main as predict_main
 
     predict_main(["--map", str(pair / "map.png"), "--sat", str(pair / "sat.png"), "--query", query, "--model",
-                  str(grpo_dir), "--sam", sam, "--out", str(out / "predict"), "--device", "cpu", "--max-new-tokens",
+                  str(grpo_dir), "--sam", SAM, "--out", str(out / "predict"), "--device", "cpu", "--max-new-tokens",
                   str(settings.max_new_tokens), "--max-pixels", str(settings.max_pixels)])
 
     grpo_curves(log_history, out / "curves.png")
     report = {"before": {**summarise(before), "image_reliance": reliance_before},
               "after": {**summarise(after), "image_reliance": reliance_after},
               "wall_seconds": time.perf_counter() - start,
-              "segmenter": segmenter_note, "settings": settings.__dict__, "grpo_log": log_history}
+              "segmenter": SEGMENTER_NOTE, "settings": settings.__dict__, "grpo_log": log_history}
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report))
     return report

@@ -222,10 +222,23 @@ def main(argv=None) -> None:
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--freeze-vision", action="store_true", help="train the language model only")
+    parser.add_argument("--points", choices=["random", "diagonal"], default="random",
+                        help="stage-2 target points: random on the target, or deterministic along the box diagonal")
+    parser.add_argument("--draft-sam", help="draw each stage-2 draft with this segmenter's mask, as at inference "
+                        "(a SAM2 id or path, or 'grabcut'); default: the GT mask")
+    parser.add_argument("--draft-noise", type=float, default=0.0,
+                        help="share of stage-2 examples on an imperfect draft whose boxes the target keeps")
+    parser.add_argument("--device", default=None, help="device of --draft-sam (default: cuda if available)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     settings = PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    examples = sft_examples(load_socioseg(args.dataset, args.split), settings, seed=args.seed)
+    segmenter = None
+    if args.draft_sam:
+        from socioreasoner.grabcut import make_segmenter
+
+        segmenter = make_segmenter(args.draft_sam, device=args.device)
+    examples = sft_examples(load_socioseg(args.dataset, args.split), settings, seed=args.seed, points=args.points,
+                            draft_noise=args.draft_noise, segmenter=segmenter)
     run_sft(args.model, examples, args.out, max_steps=args.steps, learning_rate=args.lr,
             batch_size=args.batch_size, seed=args.seed, freeze_vision=args.freeze_vision, settings=settings)
     print(f"SFT model written to {args.out}")

@@ -172,3 +172,27 @@ def test_stage2_drafts_can_show_the_segmenters_mask_as_at_inference(toy_city):
                                                                          for b in boxes]])[0]
     expected = render_draft(sample.sat_qwen, boxes, resize_mask(mask, (sample.frame.w, sample.frame.h)))
     assert np.array_equal(np.asarray(seg_drafts[0]["images"][1]), np.asarray(expected))
+
+
+def test_sft_command_line_builds_drafts_with_the_named_segmenter(tiny_models, toy_city, tmp_path, monkeypatch):
+    import socioreasoner.sft as sft
+
+    seen = {}
+
+    def record_run(model, examples, out, **kwargs):  # stop before training: the examples are what is tested
+        seen["examples"], seen["out"] = examples, out
+        return out
+
+    monkeypatch.setattr(sft, "run_sft", record_run)
+    sft.main(["--model", str(tiny_models["qwen2_5_vl"]), "--dataset", str(toy_city), "--out", str(tmp_path / "o"),
+              "--max-pixels", str(160 * 160), "--points", "diagonal", "--draft-sam", "grabcut", "--device", "cpu"])
+    settings = PromptSettings(max_pixels=160 * 160)
+    from socioreasoner.grabcut import GrabCutSegmenter
+
+    expected = sft_examples(load_socioseg(str(toy_city), "train"), settings, points="diagonal",
+                            segmenter=GrabCutSegmenter())
+    assert seen["examples"]["completion"] == expected["completion"]
+    assert all(np.array_equal(np.asarray(a[1]), np.asarray(b[1]))
+               for a, b in zip(seen["examples"]["images"], expected["images"]))
+    with pytest.raises(SystemExit):
+        sft.main(["--model", "m", "--dataset", str(toy_city), "--out", "o", "--points", "centre"])
