@@ -3,8 +3,10 @@
     python -m socioreasoner.sft --model runs/tiny/qwen2_5_vl --dataset runs/toy_city --out runs/sft --steps 200
 
 Targets come from the ground truth: stage 1 answers the GT boxes (from the mask's components,
-in the Qwen frame); stage 2 sees a draft rendered from those boxes and answers the same boxes
-with two points sampled inside each component. Training is TRL's `SFTTrainer` on
+in the Qwen frame); stage 2 sees a draft rendered from those boxes (with the GT mask, or with
+the mask a segmenter makes from them, as at inference: `--draft-sam`) and answers the same
+boxes with two points inside each component (`--points random|diagonal`); `--draft-noise`
+puts a share of the stage-2 examples on imperfect drafts whose boxes the target keeps. Training is TRL's `SFTTrainer` on
 prompt/completion pairs with images, loss on the completion only.
 """
 
@@ -76,9 +78,10 @@ def qwen_frame_targets(sample: Sample, gt_mask: np.ndarray) -> tuple[np.ndarray,
 def noisy_draft(boxes: list[list[int]], width: int, height: int, rng: np.random.Generator) -> list[list[int]]:
     """A plausible imperfect stage-1 answer made from the GT `boxes`: one box moved to a random
     place in the frame (same size), one box dropped (when there are several), or one extra box (a
-    GT box's size at a random place). Stage-2 examples on such drafts teach the policy to keep the
-    boxes it is given — the GT drafts alone let it re-read the map instead, which at inference
-    overrides its own stage-1 boxes (docs/toy_learnability.md, session 6)."""
+    GT box's size at a random place). Stage-2 examples on such drafts are meant to teach the policy
+    to keep the boxes it is given: with GT drafts alone the prompt's boxes and the map agree, so a
+    policy may re-read the map instead. (The 2-layer toy policy did not learn the copy from them
+    and got worse: docs/toy_learnability.md, session 6.)"""
     if not boxes:
         return []
 
