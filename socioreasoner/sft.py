@@ -156,12 +156,12 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
             rows["images"].append([sample.map_qwen, sample.sat_qwen])
         if 2 not in stages or (stage2_fraction < 1 and rng.random() >= stage2_fraction):
             continue
-        draft, draft_mask = boxes, mask_q
+        draft = boxes
         if draft_noise > 0 and rng.random() < draft_noise:
             draft = noisy_draft(boxes, sample.frame.w, sample.frame.h, rng)
-            draft_mask = mask_q & _boxes_mask(mask_q.shape, draft)
         targets = [component_points(mask_q, b, rng) if points == "random" else diagonal_points(mask_q, b) for b in draft]
-        if segmenter is None:
+        if segmenter is None:  # the draft's mask: the GT inside the draft's boxes
+            draft_mask = mask_q if draft is boxes else mask_q & _boxes_mask(mask_q.shape, draft)
             rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, draft,
                                                 settings.stage2_template))
             rows["images"].append([render_draft(sample.map_qwen, draft, draft_mask),
