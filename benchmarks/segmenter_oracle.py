@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from socioreasoner.data import load_socioseg
-from socioreasoner.data.targets import mask_to_array
+from socioreasoner.data.targets import boxes_to_mask, mask_to_array
 from socioreasoner.demo import DemoSettings
 from socioreasoner.grabcut import make_segmenter
 from socioreasoner.metrics import mask_iou
@@ -61,9 +61,7 @@ def main(argv=None) -> int:
             objects = [{"box": frame.box_to_original(box),
                         "points": [frame.point_to_original(p) for p in points_of(mask_q, box, rng)]} for box in boxes]
             ious[name].append(mask_iou(segmenter.segment(embedding, [objects])[0], gt_original))
-        filled = np.zeros(mask_q.shape, bool)
-        for x1, y1, x2, y2 in boxes:
-            filled[y1:y2 + 1, x1:x2 + 1] = True
+        filled = boxes_to_mask(mask_q.shape, boxes)
         ious["box-filled mask (no segmenter)"].append(mask_iou(resize_mask(filled, gt_original.shape[::-1]), gt_original))
     print(f"{len(dataset)} samples of {args.city}/{args.split}, segmenter {args.sam}: mean mask IoU from GT prompts")
     for name, values in ious.items():

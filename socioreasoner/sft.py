@@ -6,8 +6,9 @@ Targets come from the ground truth: stage 1 answers the GT boxes (from the mask'
 in the Qwen frame); stage 2 sees a draft rendered from those boxes (with the GT mask, or with
 the mask a segmenter makes from them, as at inference: `--draft-sam`) and answers the same
 boxes with two points inside each component (`--points random|diagonal`); `--draft-noise`
-puts a share of the stage-2 examples on imperfect drafts whose boxes the target keeps. Training is TRL's `SFTTrainer` on
-prompt/completion pairs with images, loss on the completion only.
+puts a share of the stage-2 examples on imperfect drafts whose boxes the target keeps.
+Training is TRL's `SFTTrainer` on prompt/completion pairs with images, loss on the completion
+only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import cv2
 import datasets
 import numpy as np
 
-from socioreasoner.data.targets import MIN_COMPONENT_AREA, mask_to_array
+from socioreasoner.data.targets import MIN_COMPONENT_AREA, boxes_to_mask, mask_to_array
 from socioreasoner.pipeline import PromptSettings, Sample, stage_transition
 from socioreasoner.prompts import save_prompt_templates, stage2_prompt
 from socioreasoner.render import render_draft
@@ -102,13 +103,6 @@ def noisy_draft(boxes: list[list[int]], width: int, height: int, rng: np.random.
     return draft
 
 
-def _boxes_mask(shape, boxes) -> np.ndarray:
-    covered = np.zeros(shape, bool)
-    for x1, y1, x2, y2 in boxes:
-        covered[y1:y2 + 1, x1:x2 + 1] = True
-    return covered
-
-
 STAGE1_REASONING = "The map marks where {query} is; I box each separate region of it."
 
 
@@ -161,7 +155,7 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
             draft = noisy_draft(boxes, sample.frame.w, sample.frame.h, rng)
         targets = [component_points(mask_q, b, rng) if points == "random" else diagonal_points(mask_q, b) for b in draft]
         if segmenter is None:  # the draft's mask: the GT inside the draft's boxes
-            draft_mask = mask_q if draft is boxes else mask_q & _boxes_mask(mask_q.shape, draft)
+            draft_mask = mask_q if draft is boxes else mask_q & boxes_to_mask(mask_q.shape, draft)
             rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, draft,
                                                 settings.stage2_template))
             rows["images"].append([render_draft(sample.map_qwen, draft, draft_mask),

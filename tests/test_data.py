@@ -254,3 +254,13 @@ def test_committed_toy_sample_loads():
     for split in ("train", "val", "test"):
         ds = load_socioseg(str(root), split)
         assert len(ds) == 4 and all(n >= 1 for n in ds["num_objects"])
+
+
+def test_boxes_to_mask_is_the_inverse_of_mask_to_boxes_for_rectangles():
+    from socioreasoner.data.targets import boxes_to_mask
+
+    boxes = [[3, 2, 11, 9], [20, 20, 34, 29]]
+    mask = boxes_to_mask((40, 40), boxes)
+    assert mask.dtype == bool and mask.sum() == 9 * 8 + 15 * 10  # corners inclusive
+    assert mask_to_boxes(mask) == boxes
+    assert not boxes_to_mask((5, 5), []).any()

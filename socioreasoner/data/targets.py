@@ -29,6 +29,14 @@ def mask_to_boxes(mask: np.ndarray, min_area: float = MIN_COMPONENT_AREA) -> lis
     return sorted(boxes, key=lambda b: (b[1], b[0]))
 
 
+def boxes_to_mask(shape: tuple[int, int], boxes) -> np.ndarray:
+    """The (H, W) boolean mask covered by `boxes` (inclusive pixel corners, as `mask_to_boxes` gives)."""
+    covered = np.zeros(shape, bool)
+    for x1, y1, x2, y2 in boxes:
+        covered[y1:y2 + 1, x1:x2 + 1] = True
+    return covered
+
+
 def mask_to_array(image) -> np.ndarray:
     """A mask image (PIL, any mode) as a boolean array: nonzero is foreground."""
     array = np.asarray(image)
