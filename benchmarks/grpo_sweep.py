@@ -45,6 +45,10 @@ CONFIGS = {  # name: train.py flags on top of the demo's GRPO (2 prompts x G 4, 
     "D": ["--learning_rate", "1e-4", "--beta", "0.04", "--num_generations", "8", "--per_device_train_batch_size", "16"],
     "E": ["--learning_rate", "1e-4", "--beta", "0.04", "--temperature", "1.0"],
     "F": ["--learning_rate", "1e-4", "--beta", "0.0"],
+    # larger batches: 8 or 16 prompts x G 8 per step (64 / 128 completions), on a GPU
+    "H": ["--learning_rate", "1e-4", "--beta", "0.04", "--num_generations", "8", "--per_device_train_batch_size", "64"],
+    "I": ["--learning_rate", "3e-4", "--beta", "0.04", "--num_generations", "8", "--per_device_train_batch_size", "64"],
+    "K": ["--learning_rate", "3e-4", "--beta", "0.04", "--num_generations", "8", "--per_device_train_batch_size", "128"],
 }
 METRIC_KEYS = ["stage1/mask_iou", "stage2/mask_iou", "rewards/stage1_box/mean", "rewards/stage2_format/mean",
                "rewards/stage2_mask_iou/mean", "kl", "entropy", "step_time", "frac_reward_zero_std"]
