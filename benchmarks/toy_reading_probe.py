@@ -19,7 +19,9 @@ nine classes), `stage1` (the demo's SFT target, `sft.stage1_target`), `reasoning
 (`<think>` listing, `query: block k.` `</think><answer>` boxes `</answer>`), `classes`
 (`<think>query = target classes.</think><answer>` boxes `</answer>`). Maps: `--position-code`
 (the toy city's coordinate tint), `--highlight` (the target blocks filled red, as the demo's
-toy city does).
+toy city does). Both are painted here on the unmarked city's map rather than asked of the
+generator (`generate_toy_city(highlight=, tint=)`), because the `list`, `classes` and
+`reasoning` targets read each block's class from the map's colours, which a red fill hides.
 """
 
 from __future__ import annotations
