@@ -32,7 +32,7 @@ from socioreasoner.demo import DemoSettings, grpo_command, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["giou", "stage1_giou", "stage1_box", "stage2_format", "stage2_points"]
-SIGNS = {"+": ["1", "1", "1"], "-": ["-1", "-1", "-1"]}
+REWARD_WEIGHTS = {"plus": ["1", "1", "1"], "minus": ["-1", "-1", "-1"]}  # per stage: the rewards, negated
 
 
 def subset_city(city: Path, out: Path, names: list[str]) -> Path:
@@ -106,8 +106,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     runs = {}
-    for sign, weights in SIGNS.items():
-        name = "plus" if sign == "+" else "minus"
+    for name, weights in REWARD_WEIGHTS.items():
         cmd = grpo_command(Path(args.model), fit_city, out / name, settings, "--report_to", "none",
                            "--disable_tqdm", "true", "--stage1_weights", *weights, "--stage2_weights", *weights)
         with open(out / f"{name}.log", "w") as log:

@@ -81,6 +81,21 @@ def group_norm(values):
     return adv.flatten()
 
 
+def expected_advantages(rows) -> torch.Tensor:
+    """Both stages' advantages for STAGE1_TEXTS/STAGE2_TEXTS, from the reward functions themselves."""
+    from socioreasoner.parsing import parse_completion
+
+    stage1 = []
+    for row, text in zip(rows, STAGE1_TEXTS * 2):
+        boxes = parse_completion(text, row["frame"][2], row["frame"][3]).boxes
+        stage1.append(stage1_format_reward(text) + count_reward(len(boxes), len(row["gt_boxes"]))
+                      + box_accuracy_reward(boxes, row["gt_boxes"]))
+    stage1_boxes = [parse_completion(t).boxes for t in STAGE1_TEXTS * 2]
+    stage2 = [stage2_format_reward(t, b) + points_reward([len(o.points) for o in parse_completion(t).objects])
+              for t, b in zip(STAGE2_TEXTS * 2, stage1_boxes)]
+    return torch.cat([group_norm(stage1), group_norm(stage2)])
+
+
 @pytest.fixture(scope="module")
 def trainer(tiny_models, toy_city, tmp_path_factory):
     qwen = str(tiny_models["qwen2_5_vl"])
@@ -110,18 +125,9 @@ def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch)
     assert out["prompt_ids"].shape[0] == 16     # both stages' rows are in the batch
     assert trainer.stage_row_counts == {1: 8, 2: 8}
 
-    stage1 = []
-    for row, text in zip(rows, STAGE1_TEXTS * 2):
-        from socioreasoner.parsing import parse_completion
-
-        boxes = parse_completion(text, row["frame"][2], row["frame"][3]).boxes
-        stage1.append(stage1_format_reward(text) + count_reward(len(boxes), len(row["gt_boxes"]))
-                      + box_accuracy_reward(boxes, row["gt_boxes"]))
-    stage1_boxes = [parse_completion(t).boxes for t in STAGE1_TEXTS * 2]
-    stage2 = [stage2_format_reward(t, b) + points_reward([len(o.points) for o in parse_completion(t).objects])
-              for t, b in zip(STAGE2_TEXTS * 2, stage1_boxes)]
-    assert torch.allclose(out["advantages"][:8], group_norm(stage1), atol=1e-4)
-    assert torch.allclose(out["advantages"][8:], group_norm(stage2), atol=1e-4)
+    expected = expected_advantages(rows)
+    assert torch.allclose(out["advantages"][:8], expected[:8], atol=1e-4)
+    assert torch.allclose(out["advantages"][8:], expected[8:], atol=1e-4)
     # stage-2 rows were fed the rendered drafts: pixel values differ from stage 1's for the same sample
     per_row = out["pixel_values"].shape[0] // 16
     assert not torch.equal(out["pixel_values"][:per_row], out["pixel_values"][8 * per_row:9 * per_row])
@@ -131,6 +137,47 @@ def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch)
 
 def test_log_history_is_json_serialisable(trainer):
     json.dumps({k: list(v) for k, v in trainer._metrics["train"].items()})
+
+
+def two_stage_batch(trainer, monkeypatch):
+    """A real two-stage batch from the trainer, on STAGE1_TEXTS/STAGE2_TEXTS as the completions."""
+    tok = trainer.processing_class.tokenizer
+    calls = []
+
+    def fake_generation(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        texts = STAGE1_TEXTS * 2 if not calls else STAGE2_TEXTS * 2
+        calls.append(len(prompt_ids))
+        return [tok(t).input_ids + [tok.eos_token_id] for t in texts], None
+
+    monkeypatch.setattr(trainer, "_generate_single_turn", fake_generation)
+    monkeypatch.setattr(trainer, "current_gradient_accumulation_steps", 1, raising=False)  # set by Trainer's loop
+    trainer.model.train()
+    rows = [trainer.train_dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    return rows, trainer._generate_and_score_completions(rows)
+
+
+def test_the_loss_weights_each_row_by_its_own_stage_advantage(trainer, monkeypatch):
+    """Rewards -> advantages -> TRL's loss: d(-loss)/d(log-prob of a completion token) is the row's
+    advantage (as the reward functions give it) over the batch's token count, for every row of
+    both stages — so no advantage reaches another row or stage, and the sign is the right one."""
+    rows, batch = two_stage_batch(trainer, monkeypatch)
+    captured = {}
+    score = trainer._get_per_token_logps_and_entropies
+
+    def score_as_leaf(*args, **kwargs):
+        logps, entropies, aux = score(*args, **kwargs)
+        captured["logps"] = logps.detach().requires_grad_()
+        return captured["logps"], entropies, aux
+
+    monkeypatch.setattr(trainer, "_get_per_token_logps_and_entropies", score_as_leaf)
+    assert trainer.loss_type == "dapo"  # TRL's default: the loss is a mean over all completion tokens
+    try:
+        trainer.compute_loss(trainer.model, batch).backward()
+    finally:
+        trainer.model.zero_grad()
+    mask = batch["completion_mask"].float()
+    per_token = -(captured["logps"].grad * mask).sum(1) / mask.sum(1)
+    assert torch.allclose(per_token * mask.sum(), expected_advantages(rows), atol=1e-4)
 
 
 def mean_completion_logps(trainer, batch) -> torch.Tensor:
@@ -146,28 +193,13 @@ def mean_completion_logps(trainer, batch) -> torch.Tensor:
 
 
 def test_one_update_moves_both_stages_toward_their_better_completions(trainer, monkeypatch):
-    """The direction check of the RL step: rewards -> advantages -> TRL's loss -> gradient.
-
-    One plain gradient step on the two-stage batch must raise the log-probs of the completions
-    the rewards preferred (positive advantage) relative to those they did not, in each stage.
-    Broken sign, advantages attached to the wrong rows or to the wrong stage, or a stage left out
-    of the loss all fail it.
-    """
-    tok = trainer.processing_class.tokenizer
-    calls = []
-
-    def fake_generation(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        texts = STAGE1_TEXTS * 2 if not calls else STAGE2_TEXTS * 2
-        calls.append(len(prompt_ids))
-        return [tok(t).input_ids + [tok.eos_token_id] for t in texts], None
-
-    monkeypatch.setattr(trainer, "_generate_single_turn", fake_generation)
-    monkeypatch.setattr(trainer, "current_gradient_accumulation_steps", 1, raising=False)  # set by Trainer's loop
+    """The RL step end to end: one plain gradient step on a two-stage batch raises the log-probs of
+    the completions the rewards preferred (positive advantage, as the reward functions give it)
+    relative to those they did not, in each stage; with a broken sign it fails."""
+    rows, batch = two_stage_batch(trainer, monkeypatch)
     saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     try:
-        trainer.model.train()
-        batch = trainer._generate_and_score_completions([trainer.train_dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)])
-        advantages = batch["advantages"]
+        advantages = expected_advantages(rows)
         before = mean_completion_logps(trainer, batch)
         trainer.model.zero_grad()
         trainer.compute_loss(trainer.model, batch).backward()
@@ -186,3 +218,4 @@ def test_one_update_moves_both_stages_toward_their_better_completions(trainer, m
     finally:
         trainer.model.load_state_dict(saved)
         trainer.model.zero_grad()
+
