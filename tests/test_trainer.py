@@ -108,7 +108,10 @@ def trainer(tiny_models, toy_city, tmp_path_factory):
                                 train_dataset=data, processing_class=load_qwen_processor(qwen))
 
 
-def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch):
+def two_stage_batch(trainer, monkeypatch):
+    """A real two-stage batch from the trainer, on STAGE1_TEXTS/STAGE2_TEXTS as the completions.
+
+    Returns the stage-1 rows, the batch, and the number of prompts each generation call got."""
     tok = trainer.processing_class.tokenizer
     calls = []
 
@@ -118,9 +121,14 @@ def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch)
         return [tok(t).input_ids + [tok.eos_token_id] for t in texts], None
 
     monkeypatch.setattr(trainer, "_generate_single_turn", fake_generation)
-    rows = [trainer.train_dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    monkeypatch.setattr(trainer, "current_gradient_accumulation_steps", 1, raising=False)  # set by Trainer's loop
     trainer.model.train()
-    out = trainer._generate_and_score_completions(rows)
+    rows = [trainer.train_dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    return rows, trainer._generate_and_score_completions(rows), calls
+
+
+def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch):
+    rows, out, calls = two_stage_batch(trainer, monkeypatch)
     assert calls == [8, 8]                      # stage 1, then one stage-2 row per stage-1 completion
     assert out["prompt_ids"].shape[0] == 16     # both stages' rows are in the batch
     assert trainer.stage_row_counts == {1: 8, 2: 8}
@@ -139,28 +147,11 @@ def test_log_history_is_json_serialisable(trainer):
     json.dumps({k: list(v) for k, v in trainer._metrics["train"].items()})
 
 
-def two_stage_batch(trainer, monkeypatch):
-    """A real two-stage batch from the trainer, on STAGE1_TEXTS/STAGE2_TEXTS as the completions."""
-    tok = trainer.processing_class.tokenizer
-    calls = []
-
-    def fake_generation(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        texts = STAGE1_TEXTS * 2 if not calls else STAGE2_TEXTS * 2
-        calls.append(len(prompt_ids))
-        return [tok(t).input_ids + [tok.eos_token_id] for t in texts], None
-
-    monkeypatch.setattr(trainer, "_generate_single_turn", fake_generation)
-    monkeypatch.setattr(trainer, "current_gradient_accumulation_steps", 1, raising=False)  # set by Trainer's loop
-    trainer.model.train()
-    rows = [trainer.train_dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
-    return rows, trainer._generate_and_score_completions(rows)
-
-
 def test_the_loss_weights_each_row_by_its_own_stage_advantage(trainer, monkeypatch):
     """Rewards -> advantages -> TRL's loss: d(-loss)/d(log-prob of a completion token) is the row's
     advantage (as the reward functions give it) over the batch's token count, for every row of
     both stages — so no advantage reaches another row or stage, and the sign is the right one."""
-    rows, batch = two_stage_batch(trainer, monkeypatch)
+    rows, batch, _ = two_stage_batch(trainer, monkeypatch)
     captured = {}
     score = trainer._get_per_token_logps_and_entropies
 
@@ -196,7 +187,7 @@ def test_one_update_moves_both_stages_toward_their_better_completions(trainer, m
     """The RL step end to end: one plain gradient step on a two-stage batch raises the log-probs of
     the completions the rewards preferred (positive advantage, as the reward functions give it)
     relative to those they did not, in each stage; with a broken sign it fails."""
-    rows, batch = two_stage_batch(trainer, monkeypatch)
+    rows, batch, _ = two_stage_batch(trainer, monkeypatch)
     saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     try:
         advantages = expected_advantages(rows)
