@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from socioreasoner.demo import DemoSettings, grpo_command, summarise
+from socioreasoner.demo import DemoSettings, evaluate_on_val, grpo_command, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["giou", "stage1_giou", "stage1_box", "stage2_format", "stage2_points"]
@@ -57,12 +57,7 @@ def choose_prompts(model: str, city: Path, out: Path, settings: DemoSettings, co
 
 
 def evaluate_split(model: str, city: Path, split: str, out: Path, settings: DemoSettings, limit: int | None) -> dict:
-    from socioreasoner.demo import SAM
-    from socioreasoner.evaluate import evaluate
-
-    metrics = evaluate({"model": model, "sam": SAM, "dataset": str(city), "split": split, "out": str(out),
-                        "device": "cpu", "batch_size": 4, "max_new_tokens": settings.max_new_tokens,
-                        "max_pixels": settings.max_pixels, "overwrite": True, "max_samples": limit})
+    metrics = evaluate_on_val(model, city, out, settings, split=split, max_samples=limit)
     return {k: round(v, 4) for k, v in summarise(metrics).items() if k in KEYS + ["n"]}
 
 
