@@ -199,13 +199,16 @@ def grpo_command(model: Path, city: Path, output_dir: Path, settings: DemoSettin
 
 
 def evaluate_on_val(model: str, city: Path, out: Path, settings: DemoSettings, device: str = "cpu",
-                    batch_size: int = 4, split: str = "val", max_samples: int | None = None) -> dict:
-    """`socioreasoner.evaluate` of `model` on the city's val split, or `split` (greedy, the demo's segmenter)."""
+                    batch_size: int = 4, split: str = "val", max_samples: int | None = None,
+                    temperature: float | None = None) -> dict:
+    """`socioreasoner.evaluate` of `model` on the city's val split, or `split` (the demo's segmenter; greedy
+    unless `temperature` is given)."""
     from socioreasoner.evaluate import evaluate
 
     return evaluate({"model": str(model), "sam": SAM, "dataset": str(city), "split": split, "out": str(out),
                      "device": device, "batch_size": batch_size, "max_new_tokens": settings.max_new_tokens,
-                     "max_pixels": settings.max_pixels, "overwrite": True, "max_samples": max_samples})
+                     "max_pixels": settings.max_pixels, "overwrite": True, "max_samples": max_samples,
+                     "temperature": temperature})
 
 
 def demo(out: Path, settings: DemoSettings) -> dict:

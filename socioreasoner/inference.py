@@ -86,7 +86,8 @@ class Predictor:
     def generate(self, messages: list[list[dict]]) -> list[str]:
         """One batched `generate` over conversations (left padding); returns the completion texts."""
         inputs = self.processor.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                    add_generation_prompt=True, return_tensors="pt", padding=True)
+                                                    add_generation_prompt=True, return_tensors="pt",
+                                                    processor_kwargs={"padding": True})
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         if self.generation["do_sample"]:
             torch.manual_seed(self.seed)

@@ -1,4 +1,5 @@
-"""The selection helpers of `benchmarks/grpo_fit.py` (the GRPO runs themselves are the demo's)."""
+"""The helpers of `benchmarks/grpo_fit.py` (the GRPO runs themselves are the demo's) and of
+`benchmarks/grpo_update_probe.py`."""
 
 import importlib.util
 import json
@@ -9,12 +10,21 @@ import pytest
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def grpo_fit():
-    spec = importlib.util.spec_from_file_location("grpo_fit", BENCHMARKS / "grpo_fit.py")
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def grpo_fit():
+    return load_benchmark("grpo_fit")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return load_benchmark("grpo_update_probe")
 
 
 def write_eval(folder: Path, ious: dict[str, float]) -> Path:
@@ -42,3 +52,68 @@ def test_subset_city_copies_only_the_named_train_samples(grpo_fit, toy_city, tmp
     assert first == sorted(p.name for p in (toy_city / "train").iterdir())[:2]
     with pytest.raises(ValueError, match="train"):
         grpo_fit.choose_prompts("unused", toy_city, tmp_path / "x", None, 99, "first", 64)
+
+
+def test_sign_randomised_keeps_each_elements_step_size_and_draws_its_sign(probe):
+    import torch
+
+    start = {"w": torch.zeros(4000), "b": torch.ones(3)}
+    after = {"w": torch.linspace(-1, 1, 4000), "b": torch.ones(3)}
+    mixed = probe.sign_randomised(start, after, seed=0)
+    step = mixed["w"] - start["w"]
+    assert torch.equal(step.abs(), (after["w"] - start["w"]).abs())
+    flipped = (torch.sign(step) != torch.sign(after["w"])).float().mean().item()
+    assert 0.45 < flipped < 0.55  # about half the elements step the other way
+    assert torch.equal(mixed["b"], start["b"])  # an untouched tensor stays untouched
+    assert torch.equal(probe.sign_randomised(start, after, seed=0)["w"], mixed["w"])
+    assert not torch.equal(probe.sign_randomised(start, after, seed=1)["w"], mixed["w"])
+    with pytest.raises(ValueError, match="different tensors"):
+        probe.sign_randomised(start, {"w": after["w"]}, seed=0)
+
+
+def test_write_sign_randomised_copies_the_checkpoint_and_randomises_its_update(probe, tiny_models, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    start = Path(tiny_models["qwen2_5_vl"])
+    after = tmp_path / "after"
+    shutil.copytree(start, after)
+    weights = load_file(start / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.numel() > 1000)
+    moved = dict(weights, **{name: weights[name] + 0.01})
+    save_file(moved, after / "model.safetensors", metadata={"format": "pt"})
+
+    out = probe.write_sign_randomised(start, after, tmp_path / "sign0", seed=0)
+    assert {p.name for p in out.iterdir()} == {p.name for p in start.iterdir()}
+    mixed = load_file(out / "model.safetensors")
+    step = mixed[name] - weights[name]
+    assert torch.allclose(step.abs(), torch.full_like(step, 0.01), atol=1e-6)
+    assert (step > 0).any() and (step < 0).any()
+    assert all(torch.equal(mixed[k], v) for k, v in weights.items() if k != name)
+    (after / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        probe.write_sign_randomised(start, after, tmp_path / "sign1", seed=0)
+
+
+def test_slot_modes_and_changed_answers(probe):
+    answers = [[[0, 0, 9, 9], [20, 20, 29, 29]], [[0, 0, 9, 9], [20, 20, 29, 29]], [[10, 0, 19, 9], [30, 0, 39, 9]],
+               [[0, 0, 9, 9]], []]
+    assert probe.slot_mode_shares(answers) == [((0, 0, 9, 9), 3, 4), ((20, 20, 29, 29), 2, 3)]
+    assert probe.slot_mode_shares([[], []]) == []
+    before = [{"id": "a", "stage1_boxes": [[0, 0, 9, 9]]}, {"id": "b", "stage1_boxes": []}]
+    after = [{"id": "b", "stage1_boxes": []}, {"id": "a", "stage1_boxes": [[1, 0, 9, 9]]}]
+    assert probe.changed_answers(before, after) == 1
+    assert probe.changed_answers(before, before) == 0
+
+
+def test_probe_of_a_zero_update_finds_nothing_changed(probe, tiny_models, toy_city, tmp_path, capsys):
+    """`after` = `start`: the random-sign copy is the start itself, so it must answer exactly as the start."""
+    model = str(tiny_models["qwen2_5_vl"])
+    assert probe.main(["--start", model, "--after", model, "--city", str(toy_city), "--max-samples", "2",
+                       "--random-seeds", "1", "--out", str(tmp_path / "probe")]) == 0
+    results = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    start, sign = results["models"]["start"], results["models"]["random-sign 0"]
+    assert sign == start and sign["stage1_changed_vs_start"] == 0 and start["n"] == 2
+    assert len(results["ground_truth"]) >= 1 and "ground truth (2)" in capsys.readouterr().out
