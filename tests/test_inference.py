@@ -188,6 +188,28 @@ def test_batched_and_one_by_one_give_identical_masks(toy_city, predictor):
         assert np.array_equal(a.mask, b.mask) and np.array_equal(a.stage1.mask, b.stage1.mask)
 
 
+def test_batched_generation_pads_without_transformers_warnings(toy_city, predictor):
+    """Padding goes through `processor_kwargs`: as a plain kwarg it works but warns on every call."""
+    import logging
+
+    from socioreasoner.data import load_socioseg
+
+    ds = load_socioseg(str(toy_city), "val")
+    samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], SETTINGS) for r in ds]
+    assert len({s.query for s in samples}) > 1  # prompts of different lengths: padding is needed
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    library_logger = logging.getLogger("transformers")  # it does not propagate to the root logger (caplog)
+    library_logger.addHandler(handler)
+    try:
+        texts = predictor.generate([s.stage1_messages(SETTINGS) for s in samples])
+    finally:
+        library_logger.removeHandler(handler)
+    assert len(texts) == len(samples)
+    assert not [r.getMessage() for r in records if "processor_kwargs" in r.getMessage()]
+
+
 def test_compute_metrics_reports_rewards_and_levels():
     records = [{"level": "name", "intersection": 5, "union": 10, "stage1_intersection": 1, "stage1_union": 10,
                 "stage1_format": 2.0, "stage1_count": 1.0, "stage1_box": 0.5, "stage2_format": 1.0,
