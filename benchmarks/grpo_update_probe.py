@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from socioreasoner.data import load_socioseg
 from socioreasoner.demo import DemoSettings, evaluate_on_val, summarise
 
-KEYS = ["giou", "stage1_giou", "stage1_box", "stage1_count", "stage2_format"]
+KEYS = ["giou", "stage1_giou", "stage1_box", "stage1_count", "stage2_format", "stage2_points"]
 
 
 def sign_randomised(start: dict[str, torch.Tensor], after: dict[str, torch.Tensor],

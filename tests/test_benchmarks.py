@@ -117,3 +117,55 @@ def test_probe_of_a_zero_update_finds_nothing_changed(probe, tiny_models, toy_ci
     start, sign = results["models"]["start"], results["models"]["random-sign 0"]
     assert sign == start and sign["stage1_changed_vs_start"] == 0 and start["n"] == 2
     assert len(results["ground_truth"]) >= 1 and "ground truth (2)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def train_script():
+    import sys
+
+    spec = importlib.util.spec_from_file_location("train_script", BENCHMARKS.parent / "recipes" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_script"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_train_flags(train_script, command: list[str]):
+    """What `recipes/train.py` makes of the flags after its path in `command` (TRL's parser, the recipe's YAML)."""
+    from trl import ModelConfig, TrlParser
+
+    from socioreasoner.config import SocioReasonerConfig
+
+    flags = command[command.index("recipes/train.py") + 1:]
+    return TrlParser((train_script.ScriptArguments, SocioReasonerConfig, ModelConfig)).parse_args_and_config(flags)
+
+
+def test_every_sweep_and_fit_configuration_is_a_valid_training_command(train_script, tmp_path, monkeypatch):
+    """A misspelt flag or a batch that is not a multiple of the group size would fail only after
+    the sweep's SFT start has been built (minutes on a GPU); the parser rejects both at once."""
+    from socioreasoner.demo import DemoSettings, grpo_command
+
+    monkeypatch.chdir(BENCHMARKS.parent)
+    sweep, fit = load_benchmark("grpo_sweep"), load_benchmark("grpo_fit")
+    base = grpo_command(tmp_path / "sft", tmp_path / "city", tmp_path / "run", DemoSettings())
+    for name, flags in sweep.CONFIGS.items():
+        _, config, _ = parse_train_flags(train_script, base + flags)
+        given = dict(zip(flags[::2], flags[1::2]))
+        assert config.learning_rate == float(given["--learning_rate"]), name
+        assert config.num_generations == int(given.get("--num_generations", 4)), name
+        assert config.per_device_train_batch_size % config.num_generations == 0, name
+    for name, weights in fit.REWARD_WEIGHTS.items():
+        _, config, _ = parse_train_flags(train_script, base + ["--stage1_weights", *weights,
+                                                              "--stage2_weights", *weights])
+        assert config.reward_weights == [float(w) for w in weights * 2], name
+    with pytest.raises((SystemExit, ValueError)):
+        parse_train_flags(train_script, base + ["--lerning_rate", "1e-4"])
+
+
+def test_sweep_evaluates_only_checkpoints_with_weights(tmp_path):
+    sweep = load_benchmark("grpo_sweep")
+    for step, weights in [(10, True), (5, True), (100, True), (20, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if weights:
+            (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+    assert sweep.checkpoints(tmp_path) == [5, 10, 100]  # numeric order; 20 is still being written
