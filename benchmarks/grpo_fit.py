@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from socioreasoner.demo import DemoSettings, evaluate_on_val, grpo_command, summarise
+from socioreasoner.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["giou", "stage1_giou", "stage1_box", "stage2_format", "stage2_points"]
@@ -62,8 +63,7 @@ def evaluate_split(model: str, city: Path, split: str, out: Path, settings: Demo
 
 
 def per_sample(eval_dir: Path) -> dict[str, dict]:
-    lines = (eval_dir / "per_sample.jsonl").read_text().splitlines()
-    return {row["id"]: row for row in map(json.loads, lines)}
+    return {row["id"]: row for row in read_jsonl(eval_dir / "per_sample.jsonl")}
 
 
 def worst_ids(eval_dir: Path, count: int) -> list[str]:

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from socioreasoner.data import load_socioseg
 from socioreasoner.demo import DemoSettings, evaluate_on_val, summarise
+from socioreasoner.io import read_jsonl
 
 KEYS = ["giou", "stage1_giou", "stage1_box", "stage1_count", "stage2_format", "stage2_points"]
 
@@ -87,10 +88,6 @@ def changed_answers(before: list[dict], after: list[dict]) -> int:
     return sum(1 for row in after if boxes.get(row["id"]) != row["stage1_boxes"])
 
 
-def read_rows(eval_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (eval_dir / "per_sample.jsonl").read_text().splitlines()]
-
-
 def describe(shares: list[tuple[tuple, int, int]]) -> str:
     return "; ".join(f"box {k + 1}: {c}/{n} at {list(box)}" for k, (box, c, n) in enumerate(shares))
 
@@ -125,7 +122,7 @@ def main(argv=None) -> int:
         eval_dir = out / "eval" / name.replace(" ", "_").replace("@", "")
         metrics = summarise(evaluate_on_val(str(model), Path(args.city), eval_dir, settings, split=args.split,
                                             max_samples=args.max_samples, temperature=temperature))
-        rows = read_rows(eval_dir)
+        rows = read_jsonl(eval_dir / "per_sample.jsonl")
         start_rows = rows if name == "start" else start_rows
         shares = slot_mode_shares([row["stage1_boxes"] for row in rows])
         row = {k: round(metrics[k], 4) for k in KEYS} | {

@@ -35,3 +35,18 @@ def sft_policy(tiny_models, toy_city, tmp_path_factory):
     examples = sft_examples(load_socioseg(str(toy_city), "train"), PromptSettings(max_pixels=50176), stages=(1,))
     return run_sft(str(tiny_models["qwen2_5_vl"]), examples, str(tmp_path_factory.mktemp("sft")), max_steps=100,
                    learning_rate=1e-2)
+
+
+@pytest.fixture(scope="session")
+def train_script():
+    """`recipes/train.py` imported as a module (it is a script, not part of the package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "recipes" / "train.py"
+    spec = importlib.util.spec_from_file_location("train_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_script"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

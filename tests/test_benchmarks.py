@@ -119,17 +119,6 @@ def test_probe_of_a_zero_update_finds_nothing_changed(probe, tiny_models, toy_ci
     assert len(results["ground_truth"]) >= 1 and "ground truth (2)" in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def train_script():
-    import sys
-
-    spec = importlib.util.spec_from_file_location("train_script", BENCHMARKS.parent / "recipes" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_script"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def parse_train_flags(train_script, command: list[str]):
     """What `recipes/train.py` makes of the flags after its path in `command` (TRL's parser, the recipe's YAML)."""
     from trl import ModelConfig, TrlParser

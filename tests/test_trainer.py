@@ -39,17 +39,9 @@ def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
         SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_template="{query}")
 
 
-def test_train_script_takes_the_templates_the_starting_checkpoint_saved(tmp_path):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
+def test_train_script_takes_the_templates_the_starting_checkpoint_saved(train_script, tmp_path):
     from socioreasoner.prompts import STAGE2_TEMPLATE, save_prompt_templates
 
-    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parents[1] / "recipes" / "train.py")
-    train_script = importlib.util.module_from_spec(spec)
-    sys.modules["train_script"] = train_script  # its dataclasses look their module up there
-    spec.loader.exec_module(train_script)
     cfg = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False,
                               stage2_template="{query} {width} {height} {boxes} (the recipe's own)")
     train_script.use_checkpoint_templates(cfg, str(tmp_path))  # nothing saved: unchanged
@@ -209,4 +201,3 @@ def test_one_update_moves_both_stages_toward_their_better_completions(trainer, m
     finally:
         trainer.model.load_state_dict(saved)
         trainer.model.zero_grad()
-
