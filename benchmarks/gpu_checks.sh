@@ -2,17 +2,19 @@
 # The checks that need a CUDA GPU, cheapest first; each prints its numbers (README, hardware table).
 #
 #   bash benchmarks/gpu_checks.sh runs/gpu_checks            # all
-#   bash benchmarks/gpu_checks.sh runs/gpu_checks tests sam  # some: tests | sam | smoke | zero3_3b
+#   bash benchmarks/gpu_checks.sh runs/gpu_checks tests sam  # some: tests | sam | smoke | zero3_3b | lora_3b
 #
 # tests:    tests/test_gpu.py (bf16 SAM2 vs fp32; the toy recipe under DeepSpeed ZeRO-3, tiny models)
 # sam:      SAM2 hiera-large architecture: encode reuse, bf16 vs fp32 time and masks
 # smoke:    one two-stage GRPO step, Qwen2.5-VL-3B + SAM2 hiera-large architectures, bf16, HF generation
 # zero3_3b: the reference recipe (socioreasoner_3b_4gpu_zero3.yaml) for one step under ZeRO-3 on the
 #           visible GPUs, HF generation instead of vLLM, short completions, random 3B weights
+# lora_3b:  the one-GPU recipe (socioreasoner_3b_1gpu_lora.yaml) for one step: LoRA, gradient checkpointing,
+#           KL to the adapter-free model; HF generation instead of vLLM, short completions, random 3B weights
 set -uo pipefail
 out=${1:-runs/gpu_checks}
 shift || true
-checks=${*:-tests sam smoke zero3_3b}
+checks=${*:-tests sam smoke zero3_3b lora_3b}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -42,6 +44,21 @@ for check in $checks; do
         --max_completion_length 128 --save_strategy no --report_to none 2>&1 | tee "$out/zero3_3b.log" | tail -40
       python -c "import json,sys; h=json.load(open(sys.argv[1]))['log_history']; print('zero3_3b log:', h[0])" \
         "$smoke_dir/zero3_run/trainer_state.json" ;;
+    lora_3b)
+      [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only
+      nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$out/lora_3b.mem" &
+      sampler=$!
+      accelerate launch --config_file recipes/accelerate/single.yaml \
+        recipes/train.py --config recipes/socioreasoner_3b_1gpu_lora.yaml \
+        --model_name_or_path "$smoke_dir/qwen2_5_vl_3b" --sam_model "$smoke_dir/sam2_hiera_large" \
+        --dataset "$smoke_dir/toy768" --output_dir "$smoke_dir/lora_run" \
+        --use_vllm false --max_steps 1 --gradient_accumulation_steps 1 --steps_per_generation 1 \
+        --max_completion_length 128 --save_strategy no --report_to none --log_completions false \
+        2>&1 | tee "$out/lora_3b.log" | tail -40
+      python -c "import json,sys; h=json.load(open(sys.argv[1]))['log_history']; print('lora_3b log:', h[0])" \
+        "$smoke_dir/lora_run/trainer_state.json"
+      kill "$sampler" 2>/dev/null
+      echo "lora_3b peak GPU memory (nvidia-smi, whole device): $(sort -n "$out/lora_3b.mem" | tail -1) MiB" ;;
     *) echo "unknown check: $check" ;;
   esac
   echo "=== $check: $(( $(date +%s) - start )) s"

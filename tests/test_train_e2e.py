@@ -63,3 +63,33 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
     resumed = [h for h in history(out / "checkpoint-3") if "loss" in h]
     assert [h["step"] for h in resumed] == [1, 2, 3]
     assert resumed[:2] == logs  # the first two steps come from the checkpoint, not from a re-run
+
+
+@pytest.mark.slow
+def test_lora_recipe_trains_an_adapter_against_the_adapter_free_reference(sft_policy, toy_city, tmp_path):
+    """The one-GPU recipe's path (`use_peft`, β > 0) on CPU: only the adapter trains, the KL reference is the
+    model without it, and what is saved loads for inference."""
+    from socioreasoner.inference import Predictor
+
+    out = tmp_path / "lora"
+    # lr 1e-2: a step large enough that the KL to the reference is measurable at step 2 (LoRA's B starts at 0,
+    # so the adapted model equals the reference until then)
+    launch("--model_name_or_path", str(sft_policy), "--sam_model", "grabcut", "--dataset", str(toy_city),
+           "--output_dir", str(out), "--freeze_vision_tower", "true", "--max_steps", "2", "--beta", "0.04",
+           "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
+           "--lora_target_modules", "q_proj", "v_proj", "--save_strategy", "no", "--report_to", "none")
+
+    logs = [h for h in history(out) if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2] and all(math.isfinite(h["loss"]) for h in logs)
+    assert logs[0]["kl"] == 0.0 and logs[1]["kl"] > 0  # the reference is the adapter-free model
+    assert not (out / "model.safetensors").exists(), "the full model was saved, not the adapter"
+    adapter = load_file(out / "adapter_model.safetensors")
+    lora_b = [k for k in adapter if "lora_B" in k]
+    assert lora_b and any(adapter[k].abs().max() > 0 for k in lora_b), "the adapter did not train"
+    assert not [k for k in adapter if "visual" in k]
+
+    predictor = Predictor(str(out), sam="grabcut", device="cpu", max_new_tokens=16)
+    loaded = dict(predictor.model.named_parameters())
+    for key in lora_b:  # the saved adapter is what inference runs (PEFT names the adapter "default")
+        name = key.removeprefix("base_model.model.").replace(".weight", ".default.weight")
+        assert (loaded[name] == adapter[key]).all(), name
