@@ -158,3 +158,36 @@ def test_sweep_evaluates_only_checkpoints_with_weights(tmp_path):
         if weights:
             (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
     assert sweep.checkpoints(tmp_path) == [5, 10, 100]  # numeric order; 20 is still being written
+
+
+def gpu_check_commands(script: str) -> dict[str, list[str]]:
+    """The `recipes/train.py` commands in `gpu_checks.sh`, by check name (continuation lines joined)."""
+    import re
+    import shlex
+
+    text = script.replace("\\\n", " ")
+    commands = {}
+    for name, body in re.findall(r"^\s+(\w+)\)\n(.*?);;", text, flags=re.M | re.S):
+        for line in body.splitlines():
+            if "recipes/train.py" in line:
+                words = shlex.split(line.split("2>&1")[0].replace('"', ""))
+                commands[name] = [w.replace("$smoke_dir", "/tmp/smoke") for w in words]
+    return commands
+
+
+def test_gpu_checks_training_commands_parse(train_script, monkeypatch):
+    """The GPU checks run only when a GPU is lent (minutes of a scarce budget); a misspelt flag in them
+    must fail here, on CPU."""
+    monkeypatch.chdir(BENCHMARKS.parent)
+    commands = gpu_check_commands((BENCHMARKS / "gpu_checks.sh").read_text())
+    assert set(commands) == {"zero3_3b", "lora_3b"}
+    on_cpu = ["--bf16", "false", "--use_cpu", "true"]  # transformers refuses bf16 where there is no GPU
+    commands = {name: command + on_cpu for name, command in commands.items()}
+    for name, command in commands.items():
+        script_args, config, model_args = parse_train_flags(train_script, command)
+        assert config.max_steps == 1 and not config.use_vllm, name
+        assert model_args.model_name_or_path == "/tmp/smoke/qwen2_5_vl_3b", name
+    _, _, lora = parse_train_flags(train_script, commands["lora_3b"])
+    assert lora.use_peft and lora.lora_r == 64
+    with pytest.raises((SystemExit, ValueError)):
+        parse_train_flags(train_script, commands["lora_3b"] + ["--use_vlm", "false"])
