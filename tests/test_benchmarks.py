@@ -191,3 +191,19 @@ def test_gpu_checks_training_commands_parse(train_script, monkeypatch):
     assert lora.use_peft and lora.lora_r == 64
     with pytest.raises((SystemExit, ValueError)):
         parse_train_flags(train_script, commands["lora_3b"] + ["--use_vlm", "false"])
+
+
+def test_inference_speed_times_every_phase_per_batch_size(tiny_models, tmp_path, capsys):
+    speed = load_benchmark("inference_speed")
+    results = speed.main(["--model", str(tiny_models["qwen2_5_vl"]), "--sam", str(tiny_models["sam2"]),
+                          "--device", "cpu", "--size", "112", "--max-pixels", str(112 * 112), "--batch-sizes", "1", "2",
+                          "--batches", "1", "--new-tokens", "3", "--out", str(tmp_path)])
+    assert list(results["by_batch_size"]) == [1, 2]
+    for row in results["by_batch_size"].values():
+        parts = row["stage1_generate_s"] + row["sam_and_render_s"] + row["stage2_generate_s"]
+        assert min(row[p] for p in speed.PHASES) > 0 and parts <= row["total_s"] * 1.01
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert set(saved["by_batch_size"]) == {"1", "2"} and saved["new_tokens"] == 3
+    assert "batch   2:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        speed.main(["--new-tokens", "0"])
