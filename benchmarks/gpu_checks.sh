@@ -2,7 +2,7 @@
 # The checks that need a CUDA GPU, cheapest first; each prints its numbers (README, hardware table).
 #
 #   bash benchmarks/gpu_checks.sh runs/gpu_checks            # all
-#   bash benchmarks/gpu_checks.sh runs/gpu_checks tests sam  # some: tests | sam | smoke | zero3_3b | lora_3b
+#   bash benchmarks/gpu_checks.sh runs/gpu_checks tests sam  # some: tests | sam | smoke | zero3_3b | lora_3b | speed
 #
 # tests:    tests/test_gpu.py (bf16 SAM2 vs fp32; the toy recipe under DeepSpeed ZeRO-3, tiny models)
 # sam:      SAM2 hiera-large architecture: encode reuse, bf16 vs fp32 time and masks
@@ -11,10 +11,11 @@
 #           visible GPUs, HF generation instead of vLLM, short completions, random 3B weights
 # lora_3b:  the one-GPU recipe (socioreasoner_3b_1gpu_lora.yaml) for one step: LoRA, gradient checkpointing,
 #           KL to the adapter-free model; HF generation instead of vLLM, short completions, random 3B weights
+# speed:    inference (Predictor.predict, both stages) per sample at batch 1 / 8 / 16, 256 tokens per stage
 set -uo pipefail
 out=${1:-runs/gpu_checks}
 shift || true
-checks=${*:-tests sam smoke zero3_3b lora_3b}
+checks=${*:-tests sam smoke zero3_3b lora_3b speed}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -59,6 +60,10 @@ for check in $checks; do
         "$smoke_dir/lora_run/trainer_state.json"
       kill "$sampler" 2>/dev/null
       echo "lora_3b peak GPU memory (nvidia-smi, whole device): $(sort -n "$out/lora_3b.mem" | tail -1) MiB" ;;
+    speed)
+      [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only
+      python benchmarks/inference_speed.py --model "$smoke_dir/qwen2_5_vl_3b" --sam "$smoke_dir/sam2_hiera_large" \
+        --device cuda --batch-sizes 1 8 16 --batches 1 --new-tokens 256 --out "$out/speed" 2>&1 | tee "$out/speed.log" ;;
     *) echo "unknown check: $check" ;;
   esac
   echo "=== $check: $(( $(date +%s) - start )) s"

@@ -90,9 +90,9 @@ def test_geojson_rasterises_back_in_pixels():
 
 def test_geojson_carries_a_geotiff_crs(tiny_models, toy_city, tmp_path):
     rasterio = pytest.importorskip("rasterio")
-    from rasterio.transform import from_origin
+    from affine import Affine  # rasterio's own dependency; its from_origin warns inside rasterio
 
-    transform = from_origin(500000.0, 4000000.0, 0.5, 0.5)
+    transform = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0)  # 0.5 m pixels, north-up, UTM 50N origin
     mask = blob_mask()
     georef = Georef(tuple(transform)[:6], "EPSG:32650")
     back = rasterize_geojson(mask_to_geojson(mask, georef), 150, 120, georef)
