@@ -184,7 +184,7 @@ def test_gpu_checks_training_commands_parse(train_script, monkeypatch):
     on_cpu = ["--bf16", "false", "--use_cpu", "true"]  # transformers refuses bf16 where there is no GPU
     commands = {name: command + on_cpu for name, command in commands.items()}
     for name, command in commands.items():
-        script_args, config, model_args = parse_train_flags(train_script, command)
+        _, config, model_args = parse_train_flags(train_script, command)
         assert config.max_steps == 1 and not config.use_vllm, name
         assert model_args.model_name_or_path == "/tmp/smoke/qwen2_5_vl_3b", name
     _, _, lora = parse_train_flags(train_script, commands["lora_3b"])
