@@ -28,6 +28,10 @@ for name in ["torch", "transformers", "trl", "accelerate", "peft", "datasets", "
         print(f"{name} not installed")
 PY
 smoke_dir=${SMOKE_DIR:-/tmp/gpu_smoke}
+# the random-weight 3B + SAM2 hiera-large the training and speed checks share, built once
+build_3b() { [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only; }
+# the first logged step of a run: losses, rewards, KL, step time
+first_log() { python -c "import json,sys; print(sys.argv[1], 'log:', json.load(open(sys.argv[2]))['log_history'][0])" "$1" "$2"; }
 for check in $checks; do
   echo "=== $check"
   start=$(date +%s)
@@ -36,17 +40,16 @@ for check in $checks; do
     sam) python benchmarks/sam_encode_reuse.py --device cuda --compare-fp32 2>&1 | tee "$out/sam.log" ;;
     smoke) python benchmarks/gpu_smoke.py --out "$smoke_dir" --gradient-checkpointing 2>&1 | tee "$out/smoke.log" ;;
     zero3_3b)
-      [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only
+      build_3b
       accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes "$(nvidia-smi -L | wc -l)" \
         recipes/train.py --config recipes/socioreasoner_3b_4gpu_zero3.yaml \
         --model_name_or_path "$smoke_dir/qwen2_5_vl_3b" --sam_model "$smoke_dir/sam2_hiera_large" \
         --dataset "$smoke_dir/toy768" --output_dir "$smoke_dir/zero3_run" --attn_implementation sdpa \
         --use_vllm false --max_steps 1 --gradient_accumulation_steps 1 --steps_per_generation 1 \
         --max_completion_length 128 --save_strategy no --report_to none 2>&1 | tee "$out/zero3_3b.log" | tail -40
-      python -c "import json,sys; h=json.load(open(sys.argv[1]))['log_history']; print('zero3_3b log:', h[0])" \
-        "$smoke_dir/zero3_run/trainer_state.json" ;;
+      first_log zero3_3b "$smoke_dir/zero3_run/trainer_state.json" ;;
     lora_3b)
-      [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only
+      build_3b
       nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$out/lora_3b.mem" &
       sampler=$!
       accelerate launch --config_file recipes/accelerate/single.yaml \
@@ -56,12 +59,11 @@ for check in $checks; do
         --use_vllm false --max_steps 1 --gradient_accumulation_steps 1 --steps_per_generation 1 \
         --max_completion_length 128 --save_strategy no --report_to none --log_completions false \
         2>&1 | tee "$out/lora_3b.log" | tail -40
-      python -c "import json,sys; h=json.load(open(sys.argv[1]))['log_history']; print('lora_3b log:', h[0])" \
-        "$smoke_dir/lora_run/trainer_state.json"
+      first_log lora_3b "$smoke_dir/lora_run/trainer_state.json"
       kill "$sampler" 2>/dev/null
       echo "lora_3b peak GPU memory (nvidia-smi, whole device): $(sort -n "$out/lora_3b.mem" | tail -1) MiB" ;;
     speed)
-      [ -d "$smoke_dir/qwen2_5_vl_3b" ] || python benchmarks/gpu_smoke.py --out "$smoke_dir" --build-only
+      build_3b
       python benchmarks/inference_speed.py --model "$smoke_dir/qwen2_5_vl_3b" --sam "$smoke_dir/sam2_hiera_large" \
         --device cuda --batch-sizes 1 8 16 --batches 1 --new-tokens 256 --out "$out/speed" 2>&1 | tee "$out/speed.log" ;;
     *) echo "unknown check: $check" ;;

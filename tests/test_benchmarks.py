@@ -1,5 +1,6 @@
-"""The helpers of `benchmarks/grpo_fit.py` (the GRPO runs themselves are the demo's) and of
-`benchmarks/grpo_update_probe.py`."""
+"""The benchmarks' helpers and commands: `grpo_fit.py` (the GRPO runs themselves are the demo's),
+`grpo_update_probe.py`, `grpo_sweep.py`'s configurations, `gpu_checks.sh`'s training commands and
+`inference_speed.py` on the tiny models."""
 
 import importlib.util
 import json
