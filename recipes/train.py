@@ -14,6 +14,10 @@
         --config recipes/socioreasoner_3b_4gpu_zero3.yaml
 
 Any YAML field can be overridden on the command line (`--learning_rate 5e-7`).
+Resume: `--resume_from_checkpoint true` continues from the newest complete `checkpoint-N` in
+`output_dir` (or starts fresh if there is none); a path resumes from that checkpoint. Weights,
+optimiser, scheduler and RNG states are restored; a checkpoint left partial by a killed save is
+passed over (with a warning) for the newest complete one before it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from socioreasoner.checkpoints import resolve_resume
 from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
+from socioreasoner.grabcut import GRABCUT
+from socioreasoner.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type
 from socioreasoner.policy import freeze_vision_tower
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
 from socioreasoner.qwen_processor import load_qwen_processor
@@ -56,8 +63,22 @@ def use_checkpoint_templates(training_args: SocioReasonerConfig, model: str) -> 
             setattr(training_args, name, saved[name])
 
 
+def preflight(training_args: SocioReasonerConfig, model_args: ModelConfig) -> str | None:
+    """Checks before anything expensive; returns the checkpoint to resume from (None: a fresh run).
+    A bad path or a model of the wrong type fails here; a partial last checkpoint is passed over with a warning."""
+    checkpoint = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_model_type(model_args.model_name_or_path, QWEN2_5_VL_TYPES, "policy (model_name_or_path)")
+    if training_args.sam_model != GRABCUT:
+        check_model_type(training_args.sam_model, SAM2_TYPES, "segmenter (sam_model)")
+    return checkpoint
+
+
 def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        checkpoint = preflight(training_args, model_args)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     use_checkpoint_templates(training_args, model_args.model_name_or_path)
     train = load_socioseg(script_args.dataset, script_args.train_split, skip_invalid=script_args.skip_invalid,
                           levels=script_args.levels, max_samples=script_args.max_train_samples)
@@ -75,7 +96,6 @@ def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model
                                                                                  28 * 28 * 4))
     trainer = SocioReasonerTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
                                    processing_class=processor, peft_config=get_peft_config(model_args))
-    checkpoint = training_args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # trainer_state.json (the per-step logs) next to the model

@@ -37,6 +37,9 @@ class SocioReasonerConfig(GRPOConfig):
     empty_rule: str = field(default="zero", metadata={
         "help": "IoU when prediction and GT are both empty, for the mask-IoU reward and the logged IoUs: "
                 "'zero' (SPEC's reward rule) or 'one'."})
+    log_rollouts: bool = field(default=False, metadata={
+        "help": "Append every completion (both stages, all processes) with its rewards and advantage to "
+                "output_dir/rollouts.jsonl. About 2 x G x prompts lines per step: large for the full recipes."})
     stage1_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
         "help": "Weights of stage-1 format, count, box rewards."})
     stage2_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
@@ -52,6 +55,13 @@ class SocioReasonerConfig(GRPOConfig):
             self.reward_weights = [*self.stage1_weights, *self.stage2_weights]
         self.remove_unused_columns = False  # the reward functions read the dataset's columns
         super().__post_init__()
+        span = self.steps_per_generation * self.num_iterations  # micro-steps one generation batch serves
+        if (self.save_strategy == "steps" and self.save_steps >= 1
+                and (int(self.save_steps) * self.gradient_accumulation_steps) % span):
+            raise ValueError(
+                f"save_steps={self.save_steps}: checkpoints must fall between generation batches (every "
+                f"{span} / gradient_accumulation_steps={self.gradient_accumulation_steps} optimiser steps), "
+                "or a resumed run would regenerate a batch part-way through and diverge")
         if self.use_vllm and self.vllm_mode != "colocate":
             raise ValueError(
                 "SocioReasoner needs vllm_mode='colocate': stage 2 generates one completion per distinct prompt, "

@@ -6,9 +6,11 @@
         --split val --out runs/eval_toy
 
 Outputs in --out: `per_sample.jsonl` (the journal: one line per finished sample, appended
-atomically — re-running skips those; `--overwrite` starts over), `per_sample.csv`,
-`metrics.json`, `metrics.md`, `masks/<id>.png` and `grid.png` (best / worst / random samples).
-Every metric in `metrics.json` is recomputed from the journal's per-sample counts.
+atomically — re-running skips those, and drops and recomputes a torn line; `--overwrite` starts
+over), `eval_settings.json` (what determines the results: resuming with other settings is an
+error), `per_sample.csv`, `metrics.json`, `metrics.md`, `masks/<stem>.png` (the id, or a safe
+stem for ids that are not plain file names: the journal's `mask_file`) and `grid.png`
+(best / worst / random samples). Every metric in `metrics.json` is recomputed from the journal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import csv
 import datetime
 import io
+import json
 import logging
 import math
 import random
@@ -29,17 +32,21 @@ import yaml
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from socioreasoner.data import load_socioseg, mask_to_array
+from socioreasoner.data import load_socioseg, mask_to_array, skipped_invalid
+from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference import DEFAULT_MODEL, Predictor
 from socioreasoner.io import (
     append_jsonl,
     atomic_save_image,
     atomic_write_json,
     atomic_write_text,
+    check_writable_dir,
     mask_image,
     read_jsonl,
+    repair_jsonl,
+    safe_file_stem,
 )
-from socioreasoner.metrics import MetricAccumulator, intersection_union, iou_from_counts
+from socioreasoner.metrics import MetricAccumulator, check_empty_rule, intersection_union, iou_from_counts
 from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.render import side_by_side
 from socioreasoner.rewards import (
@@ -58,7 +65,12 @@ DEFAULTS = {
     "out": "runs/eval", "device": "auto", "batch_size": 4, "max_samples": None, "empty_rule": "one",
     "temperature": None, "max_new_tokens": 1024, "min_pixels": PromptSettings.min_pixels,
     "max_pixels": PromptSettings.max_pixels, "levels": None, "overwrite": False, "grid_size": 4, "seed": 0,
+    "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS,
 }
+# The settings that determine a sample's result: a journal is only resumed with the same ones
+RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "max_new_tokens", "min_pixels",
+                   "max_pixels", "levels", "seed")
+SETTINGS_FILE = "eval_settings.json"
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
               "stage2_format", "stage2_points", "seconds"]
@@ -85,6 +97,7 @@ def sample_record(row: dict, prediction, empty_rule: str) -> dict:
         "seconds": prediction.timings["total_s"],
         "stage1_text": prediction.stage1_text, "stage2_text": prediction.stage2_text,
         "stage1_boxes": prediction.stage1.boxes_original, "final_objects": prediction.final.objects_original,
+        "mask_file": f"masks/{safe_file_stem(row['id'])}.png",
     }
 
 
@@ -138,7 +151,7 @@ def visual_grid(dataset, records: list[dict], out: Path, per_group: int, seed: i
     for name, group in groups:
         for r in group:
             row = dataset[index[r["id"]]]
-            final = mask_to_array(Image.open(out / "masks" / f"{r['id']}.png"))
+            final = mask_to_array(Image.open(out / r["mask_file"]))
             objects = r.get("final_objects", [])
             tile = side_by_side(row["map_image"], row["sat_image"], final, stage1_boxes=r.get("stage1_boxes", []),
                                 final_boxes=[o["box"] for o in objects],
@@ -156,16 +169,64 @@ def visual_grid(dataset, records: list[dict], out: Path, per_group: int, seed: i
     return canvas
 
 
+def check_config(config: dict) -> None:
+    """One clear error for a setting no run could use, before anything is loaded."""
+    for key in ("batch_size", "max_new_tokens", "grid_size", "max_image_pixels"):
+        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected a positive integer")
+    if config["max_samples"] is not None and (not isinstance(config["max_samples"], int) or config["max_samples"] < 1):
+        raise ValueError(f"--max-samples {config['max_samples']!r}: expected a positive integer (or leave it out)")
+    temperature = config["temperature"]
+    if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+        raise ValueError(f"--temperature {temperature!r}: expected a positive number (or leave it out: greedy)")
+    for key in ("min_pixels", "max_pixels"):
+        if not isinstance(config[key], int) or config[key] < 28 * 28:
+            raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected an integer of at least 784")
+    check_empty_rule(config["empty_rule"])
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Create (or clear, with overwrite) the output folder and prove it writable, before any inference."""
+    if overwrite and out.is_dir():
+        shutil.rmtree(out)
+    check_writable_dir(out, "--out")
+    (out / "masks").mkdir(exist_ok=True)
+
+
+def check_settings(out: Path, config: dict, journal: Path) -> None:
+    """Record the result-determining settings; refuse to resume a journal written with other ones."""
+    current = {key: config[key] for key in RESULT_SETTINGS}
+    current["dataset"], current["levels"] = str(current["dataset"]), current["levels"] and str(current["levels"])
+    path = out / SETTINGS_FILE
+    if path.exists() and journal.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: unreadable ({err}); use --overwrite to start over") from None
+        changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        if changed:
+            listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"{out}: its journal was written with other settings ({listed}); "
+                             "use another --out, or --overwrite to start over")
+    elif journal.exists() and read_jsonl(journal):
+        logger.warning("%s: no %s (an older run); assuming it used the current settings", journal, SETTINGS_FILE)
+    atomic_write_json(path, current)
+
+
 def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     """Run (or resume) an evaluation; returns the metrics dict written to metrics.json."""
     config = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    check_config(config)
     out = Path(config["out"])
-    if config["overwrite"] and out.exists():
-        shutil.rmtree(out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    dataset = load_socioseg(config["dataset"], config["split"], levels=config["levels"],
-                            max_samples=config["max_samples"])
+    prepare_out(out, config["overwrite"])
     journal = out / "per_sample.jsonl"
+    check_settings(out, config, journal)
+    dataset = load_socioseg(config["dataset"], config["split"], levels=config["levels"],
+                            max_samples=config["max_samples"], skip_invalid=config["skip_invalid"],
+                            max_image_pixels=config["max_image_pixels"])
+    torn = repair_jsonl(journal)
+    if torn:
+        logger.warning("%s: dropped %d torn record(s); their samples are evaluated again", journal, torn)
     done = {r["id"] for r in read_jsonl(journal)}
     todo = [i for i, row_id in enumerate(dataset["id"]) if row_id not in done]
     settings = PromptSettings.for_model(config["model"], min_pixels=config["min_pixels"],
@@ -182,8 +243,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
         rows = [dataset[i] for i in todo[start:start + config["batch_size"]]]
         samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], settings) for r in rows]
         for row, prediction in zip(rows, predictor.predict(samples)):
-            atomic_save_image(out / "masks" / f"{row['id']}.png", mask_image(prediction.final.mask))
             record = sample_record(row, prediction, config["empty_rule"])
+            atomic_save_image(out / record["mask_file"], mask_image(prediction.final.mask))
             append_jsonl(journal, record)
             ious.append(record["iou"])
             bar.update(1)
@@ -194,7 +255,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     metrics = compute_metrics(records, config["empty_rule"])
     meta = {"model": config["model"], "sam": config["sam"], "dataset": str(config["dataset"]),
             "split": config["split"], "out": str(out), "empty_rule": config["empty_rule"],
-            "num_samples": len(records),
+            "num_samples": len(records), "skipped_invalid": skipped_invalid(dataset),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
@@ -225,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int)
     parser.add_argument("--levels", help="{id: level} JSON for data without levels")
     parser.add_argument("--overwrite", action="store_true", default=None, help="start over in --out")
+    parser.add_argument("--skip-invalid", action="store_true", default=None,
+                        help="skip invalid samples (counted in metrics.json) instead of stopping at the first")
+    parser.add_argument("--max-image-pixels", type=int,
+                        help=f"refuse larger images, from their header (default {MAX_IMAGE_PIXELS:,})")
     return parser
 
 

@@ -9,12 +9,15 @@ extra); without it a GeoTIFF is treated as a plain image and the file says so.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from socioreasoner.images import MAX_IMAGE_PIXELS, check_size, open_image, stretch_to_uint8, to_rgb
 
 logger = logging.getLogger(__name__)
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -26,8 +29,11 @@ class Georef:
     crs: str | None
 
 
-def read_image(path: str | Path) -> tuple[Image.Image, Georef | None]:
-    """An RGB image, and its georeferencing if it is a GeoTIFF and rasterio is installed."""
+def read_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[Image.Image, Georef | None]:
+    """An RGB image, and its georeferencing if it is a georeferenced GeoTIFF and rasterio is installed.
+
+    The size is checked from the header before any pixel is read (`images.check_size`). A TIFF
+    without a CRS gives no georeference: its outputs are in pixel coordinates, said so in them."""
     path = Path(path)
     if path.suffix.lower() in GEOTIFF_SUFFIXES:
         try:
@@ -35,20 +41,29 @@ def read_image(path: str | Path) -> tuple[Image.Image, Georef | None]:
         except ImportError:
             logger.warning("%s: rasterio not installed (pip install -e '.[geo]'); georeferencing ignored", path)
         else:
-            with rasterio.open(path) as src:
-                bands = src.read(indexes=list(range(1, min(3, src.count) + 1)))
-                transform = tuple(src.transform)[:6]
-                crs = src.crs.to_string() if src.crs else None
+            try:
+                with warnings.catch_warnings():  # no georeference: said below, in our words
+                    warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                    src = rasterio.open(path)
+                with src:
+                    check_size(src.width, src.height, str(path), max_pixels)
+                    bands = src.read(indexes=list(range(1, min(3, src.count) + 1)))
+                    transform = tuple(src.transform)[:6]
+                    crs = src.crs.to_string() if src.crs else None
+            except rasterio.errors.RasterioIOError as err:
+                raise OSError(str(err)) from None
             array = np.moveaxis(bands, 0, -1)
+            if array.shape[2] == 2:
+                array = array[..., :1]
             if array.shape[2] == 1:
                 array = np.repeat(array, 3, axis=2)
             if array.dtype != np.uint8:
-                lo, hi = float(array.min()), float(array.max())
-                array = ((array - lo) / max(hi - lo, 1e-9) * 255).astype(np.uint8)
+                array = stretch_to_uint8(array)
+            if crs is None:
+                logger.warning("%s: no CRS; outputs are in pixel coordinates", path)
+                return Image.fromarray(array), None
             return Image.fromarray(array), Georef(transform, crs)
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB"), None
+    return to_rgb(open_image(str(path), str(path), max_pixels)), None
 
 
 def mask_polygons(mask: np.ndarray) -> list[list[list[tuple[float, float]]]]:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from socioreasoner.grabcut import make_segmenter
+from socioreasoner.grabcut import GRABCUT, make_segmenter
+from socioreasoner.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type
 from socioreasoner.pipeline import (
     FinalResult,
     PromptSettings,
@@ -67,6 +68,9 @@ class Predictor:
         self.settings = settings or PromptSettings()
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         try:
+            check_model_type(model, QWEN2_5_VL_TYPES, "policy (--model)")
+            if sam != GRABCUT:
+                check_model_type(sam, SAM2_TYPES, "segmenter (--sam)")
             self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=dtype).to(self.device).eval()
             self.processor = load_qwen_processor(model, max_pixels=max(self.settings.max_pixels, 28 * 28 * 4))
         except OSError as err:

@@ -1,14 +1,46 @@
-"""Atomic output writing: a file is either absent or complete, never half-written."""
+"""Atomic output writing (a file is either absent or complete), safe file names, and a journal that
+survives torn lines."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs get the mode an ordinary open() would give them
+FILE_MODE = 0o666 & ~_current_umask()
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_file_stem(name: str) -> str:
+    """A file name stem for a user-given id that stays inside its folder and never collides.
+
+    Ids of plain characters (letters, digits, `._-`, not starting with `.`, up to 100) are used as
+    they are; any other id (`../x`, `/abs`, `a/b`, `..`, an empty or very long one) becomes its
+    sanitised text plus `~` and a hash of the id. `~` never occurs in a plain id, so a sanitised
+    stem never equals a plain one, and the hash keeps two different ids apart."""
+    name = str(name)
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60]
+    return f"{readable}~{digest}"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -16,6 +48,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -49,28 +82,69 @@ def mask_image(mask: np.ndarray) -> Image.Image:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one record as a single write + fsync; a crash leaves at most one partial last line."""
+    """Append one record as a single write + fsync; a crash leaves at most one partial last line, and the
+    next append starts on a new line (a torn fragment never swallows the record after it)."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-    with open(path, "ab") as handle:
+    with open(path, "ab+") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
 
 
+def _parse_lines(data: bytes) -> tuple[list[dict], int]:
+    records, torn = [], 0
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            torn += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn += 1
+    return records, torn
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a journal; a torn last line (an interrupted append) is ignored."""
+    """Records of a journal; torn or corrupt lines (an interrupted append, a damaged file) are skipped with a
+    warning — `repair_jsonl` drops them from the file."""
     path = Path(path)
     if not path.exists():
         return []
-    records = []
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number}: corrupt line in the results journal") from None
+    records, torn = _parse_lines(path.read_bytes())
+    if torn:
+        logger.warning("%s: skipped %d torn or corrupt line(s)", path, torn)
     return records
+
+
+def repair_jsonl(path: str | Path) -> int:
+    """Rewrite a journal (atomically) without its torn or corrupt lines; returns how many were dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    records, torn = _parse_lines(data)
+    if torn or (data and not data.endswith(b"\n")):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        atomic_write_text(path, text)
+    return torn
+
+
+def check_writable_dir(out: Path, flag: str) -> None:
+    """Create `out` if needed and prove it writable (an existing file, a path under a file or a read-only
+    folder fails here, not after inference)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / ".write_test", "")
+        (out / ".write_test").unlink()
+    except OSError as err:
+        raise ValueError(f"{flag} {out}: cannot write there ({err.strerror or err})") from None

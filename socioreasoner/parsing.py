@@ -19,10 +19,12 @@ MAX_OBJECTS = 120
 MAX_POINTS = 16
 MAX_ANSWER_CHARS = 200_000  # far above any sane answer; bounds the JSON work per completion
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_THINK = ("<think>", "</think>")
+_ANSWER = ("<answer>", "</answer>")
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+# what the JSON parser can raise on hostile text: malformed (JSONDecodeError is a ValueError), an integer past
+# Python's int-string limit (ValueError), nesting past the recursion limit
+JSON_ERRORS = (ValueError, RecursionError)
 _BOX_KEYS = ("bbox_2d", "bbox", "box")
 
 
@@ -44,9 +46,16 @@ class ParsedCompletion:
         return [o.box for o in self.objects]
 
 
-def extract_tag(text: str, pattern: re.Pattern) -> str | None:
-    match = pattern.search(text)
-    return match.group(1) if match else None
+def extract_tag(text: str, tag: tuple[str, str]) -> str | None:
+    """What `re.search("<t>(.*?)</t>", text, DOTALL).group(1)` returns, in linear time: the text between the
+    first opening tag and the first closing tag after it (a regex retries from every opening tag: quadratic
+    on a completion of repeated unclosed tags)."""
+    opening, closing = tag
+    start = text.find(opening)
+    if start < 0:
+        return None
+    end = text.find(closing, start + len(opening))
+    return text[start + len(opening):end] if end >= 0 else None
 
 
 def strict_answer_json(text: str):
@@ -56,23 +65,34 @@ def strict_answer_json(text: str):
         return None
     try:
         return json.loads(answer)
-    except (json.JSONDecodeError, RecursionError):
+    except JSON_ERRORS:
         return None
 
 
+def _strip_fence(text: str) -> str:
+    """Text without a surrounding ``` / ```json code fence (and the whitespace inside it)."""
+    if text.startswith("```"):
+        text = text[3:]
+        if text.startswith("json"):
+            text = text[4:]
+    if text.endswith("```"):
+        text = text[:-3]
+    return text.strip()
+
+
 def _lenient_json(answer: str):
-    text = _FENCE.sub("", answer.strip())
+    text = _strip_fence(answer.strip())
     for candidate in (text, _TRAILING_COMMA.sub(r"\1", text.replace("'", '"'))):
         try:
             return json.loads(candidate)
-        except (json.JSONDecodeError, RecursionError):
+        except JSON_ERRORS:
             continue
     # the list may be embedded in prose: take the outermost [...]
     start, end = text.find("["), text.rfind("]")
     if 0 <= start < end:
         try:
             return json.loads(_TRAILING_COMMA.sub(r"\1", text[start:end + 1].replace("'", '"')))
-        except (json.JSONDecodeError, RecursionError):
+        except JSON_ERRORS:
             pass
     raise ValueError("answer is not JSON")
 
@@ -81,13 +101,19 @@ def _number(value) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
+        if len(value) > 64:  # no coordinate needs more digits; float() of a long string is not linear
+            return None
         try:
             value = float(value.strip())
         except ValueError:
             return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
+    if not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)  # an int past 1e308 raises OverflowError
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _clip(value: float, upper: float | None) -> float:
@@ -152,7 +178,7 @@ def parse_completion(text: str, width: int | None = None, height: int | None = N
         opened = text.rfind("<answer>")
         if opened < 0:
             return ParsedCompletion(think, None, [], error="no <answer> block")
-        answer = text[opened + len("<answer>"):]  # cut off before </answer>: read what is there
+        answer = text[opened + len(_ANSWER[0]):]  # cut off before </answer>: read what is there
     if len(answer) > MAX_ANSWER_CHARS:
         return ParsedCompletion(think, answer[:200], [], error=f"answer longer than {MAX_ANSWER_CHARS} chars")
     try:

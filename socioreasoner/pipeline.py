@@ -17,10 +17,12 @@ import numpy as np
 from PIL import Image
 
 from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFrame
+from socioreasoner.images import to_rgb
 from socioreasoner.parsing import ParsedCompletion, parse_completion
 from socioreasoner.prompts import (
     STAGE1_TEMPLATE,
     STAGE2_TEMPLATE,
+    check_query,
     load_prompt_templates,
     stage1_prompt,
     stage2_prompt,
@@ -59,8 +61,8 @@ class Sample:
     def from_images(cls, query: str, map_image: Image.Image, sat_image: Image.Image,
                     settings: PromptSettings | None = None) -> Sample:
         settings = settings or PromptSettings()
-        sat_image = sat_image.convert("RGB")
-        map_image = map_image.convert("RGB")
+        query = check_query(query)
+        sat_image, map_image = to_rgb(sat_image), to_rgb(map_image)  # high bit depths scaled, not saturated
         if map_image.size != sat_image.size:
             raise ValueError(f"map is {map_image.size[0]}x{map_image.size[1]} but satellite is "
                              f"{sat_image.size[0]}x{sat_image.size[1]}; resize the map first")

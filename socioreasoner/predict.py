@@ -18,9 +18,11 @@ from pathlib import Path
 from PIL import Image
 
 from socioreasoner.geo import mask_to_geojson, read_image
+from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor
-from socioreasoner.io import atomic_save_image, atomic_write_json, mask_image
+from socioreasoner.io import atomic_save_image, atomic_write_json, check_writable_dir, mask_image
 from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.prompts import check_query
 from socioreasoner.render import side_by_side
 from socioreasoner.segmenter import DEFAULT_SAM2
 
@@ -28,14 +30,14 @@ logger = logging.getLogger("socioreasoner.predict")
 RESULT_SCHEMA_VERSION = 1
 
 
-def load_pair(map_path: str, sat_path: str, strict: bool = False):
+def load_pair(map_path: str, sat_path: str, strict: bool = False, max_pixels: int | None = MAX_IMAGE_PIXELS):
     """(map, satellite, georef); a map of another size is resized to the satellite (or refused with strict)."""
     images = {}
     for name, path in (("map", map_path), ("satellite", sat_path)):
         if not Path(path).is_file():
             raise FileNotFoundError(f"--{'sat' if name == 'satellite' else name} {path}: no such file")
         try:
-            images[name] = read_image(path)
+            images[name] = read_image(path, max_pixels)
         except OSError as err:
             raise ValueError(f"{path}: unreadable {name} image ({err})") from err
     (map_image, _), (sat_image, georef) = images["map"], images["satellite"]
@@ -108,14 +110,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
+    parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help="refuse larger input images, from their header")
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """One clear error for an argument no run could use, before anything is loaded or computed."""
+    check_query(args.query, "--query")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: expected a positive integer")
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        raise ValueError(f"--temperature {args.temperature}: expected a positive number (or leave it out: greedy)")
+    if args.max_image_pixels < 1:
+        raise ValueError(f"--max-image-pixels {args.max_image_pixels}: expected a positive integer")
+    for name in ("min_pixels", "max_pixels"):
+        if getattr(args, name) < 28 * 28:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 784")
+    check_writable_dir(Path(args.out), "--out")
+
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict)
+        check_args(args)
+        map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict,
+                                                 max_pixels=args.max_image_pixels)
         settings = PromptSettings.for_model(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens)

@@ -45,6 +45,24 @@ STAGE2_FIELDS = ("query", "width", "height", "boxes")
 _FIELD = re.compile(r"\{([a-z_]+)\}")
 
 
+MAX_QUERY_CHARS = 1000
+# Qwen's special tokens are written <|name|>; in a query they would be tokenised as control tokens (an
+# <|image_pad|> there desynchronises the image-token count from the images given)
+_SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+
+
+def check_query(query, where: str = "query") -> str:
+    """The query stripped; a ValueError naming `where` if it is empty, too long or carries special tokens."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"{where}: empty query; expected a name, class or function such as 'school'")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"{where}: {len(query)} characters; a query has at most {MAX_QUERY_CHARS}")
+    special = _SPECIAL_TOKEN.search(query)
+    if special:
+        raise ValueError(f"{where}: contains the model's special token {special.group(0)!r}")
+    return query.strip()
+
+
 def check_template(template: str, required: tuple[str, ...], name: str = "template") -> None:
     """Raise if a template lacks a required field or uses an unknown one."""
     used = set(_FIELD.findall(template))

@@ -15,25 +15,38 @@ common frame. Conventions SPEC leaves open, fixed here:
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from socioreasoner.parsing import MAX_OBJECTS, parse_completion, strict_answer_json
 
-_STRUCTURE = re.compile(r"\A\s*<think>.*?</think>\s*<answer>.*?</answer>\s*\Z", re.DOTALL)
 IOU_THRESHOLD = 0.5
 L1_THRESHOLD = 10.0
 
 
 def has_think_answer_structure(text: str) -> bool:
-    """The whole completion is `<think>…</think>` then `<answer>…</answer>` (whitespace aside)."""
-    return bool(_STRUCTURE.match(text)) and text.count("<answer>") == 1 and text.count("<think>") == 1
+    """The whole completion is `<think>…</think>` then `<answer>…</answer>` (whitespace aside), with one
+    `<think>` and one `<answer>`: `\\s*<think>.*?</think>\\s*<answer>.*?</answer>\\s*` as a full match, decided
+    in linear time (the regex backtracks over every `</think>` and `</answer>`: quadratic on repeated tags)."""
+    if text.count("<answer>") != 1 or text.count("<think>") != 1:
+        return False
+    body = text.strip()
+    if not body.startswith("<think>") or not body.endswith("</answer>"):
+        return False
+    answer_at = body.find("<answer>")
+    before = body[:answer_at].rstrip()  # the think block: must end with a </think> after the opening tag
+    return before.endswith("</think>") and len(before) >= len("<think></think>") and \
+        body.rfind("</answer>") >= answer_at + len("<answer>")
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range: math.isfinite converts it
+        return False
 
 
 def _is_box(value) -> bool:

@@ -24,12 +24,18 @@ supported (it deduplicates prompts by num_generations, which stage 2 breaks).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
+from peft import PeftModel
 from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
-from socioreasoner.config import SocioReasonerConfig
+from socioreasoner.checkpoints import load_model_weights, weight_files
+from socioreasoner.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
 from socioreasoner.grabcut import make_segmenter
+from socioreasoner.io import append_jsonl
 from socioreasoner.metrics import intersection_union, iou_from_counts
 from socioreasoner.pipeline import PromptSettings, final_masks, stage_transition
 from socioreasoner.prompts import save_prompt_templates
@@ -46,6 +52,19 @@ from socioreasoner.trl_cpu import compact_scoring_on_cpu
 from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
 
 logger = logging.getLogger(__name__)
+ROLLOUTS_FILE = "rollouts.jsonl"
+
+
+class EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose shuffle depends on (seed, epoch) only.
+
+    TRL's draws each epoch's permutation from one generator seeded once, so a run resumed in
+    epoch k (a fresh sampler) replays epoch 0's order and trains on other prompts than the run it
+    continues. The Trainer calls `set_epoch` before every epoch, resumed or not."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle:
+            self.generator.manual_seed((self.seed or 0) + epoch)
 
 
 class SocioReasonerTrainer(GRPOTrainer):
@@ -73,6 +92,26 @@ class SocioReasonerTrainer(GRPOTrainer):
         super()._save(output_dir, state_dict=state_dict)
         save_prompt_templates(output_dir or self.args.output_dir, self.settings.stage1_template,
                               self.settings.stage2_template)
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        if type(sampler) is not RepeatSampler:  # TRL changed its sampler: keep it, and say resume may reorder data
+            logger.warning("TRL's train sampler is %s, not RepeatSampler: a resumed run may draw other prompts",
+                           type(sampler).__name__)
+            return sampler
+        sampler.__class__ = EpochSeededRepeatSampler
+        return sampler
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume the policy's weights through `checkpoints.load_model_weights` (strict, key names mapped back
+        the way `save_pretrained` wrote them); Trainer's own loader silently loads none of them
+        (see `socioreasoner.checkpoints`). Adapters (PEFT) and DeepSpeed/FSDP states keep Trainer's path."""
+        target = self.model if model is None else model
+        full_model = not (self.is_deepspeed_enabled or self.is_fsdp_enabled or isinstance(target, PeftModel))
+        if not full_model or not weight_files(Path(resume_from_checkpoint)):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        count = load_model_weights(self.accelerator.unwrap_model(target), resume_from_checkpoint)
+        logger.info("loaded %d weight tensors from %s", count, resume_from_checkpoint)
 
     def _summed_over_processes(self, *values: float) -> list[float]:
         local = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
@@ -127,14 +166,43 @@ class SocioReasonerTrainer(GRPOTrainer):
             logger.debug("%d of %d stage-1 completions had no readable answer (reward 0)", parse_failures, len(rows))
         return stage2
 
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards = rewards  # every process's rows (TRL gathers them to normalise groups): the journal's
+        return rewards
+
+    def _journal_rollouts(self, stage: int, rows: list[dict], texts: list[str], advantages: torch.Tensor) -> None:
+        """With `log_rollouts`, the main process appends every completion of this stage — over all processes, in
+        TRL's group order — with its rewards and advantage to `output_dir/rollouts.jsonl`."""
+        if not self.args.log_rollouts or not self.model.training:
+            return
+        local = [{"id": row["id"], "problem": row["problem"], "process": self.accelerator.process_index,
+                  "completion": text} for row, text in zip(rows, texts)]
+        everything = gather_object(local)
+        all_advantages = self.accelerator.gather(advantages.detach()).tolist()
+        if not self.accelerator.is_main_process:
+            return
+        names = STAGE1_REWARD_NAMES if stage == 1 else STAGE2_REWARD_NAMES
+        columns = [self.reward_func_names.index(name) for name in names]
+        path = Path(self.args.output_dir) / ROLLOUTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for row, advantage, rewards in zip(everything, all_advantages, self._last_rewards.tolist()):
+            append_jsonl(path, {"step": self.state.global_step + 1, "stage": stage, **row,
+                                "rewards": {name: rewards[i] for name, i in zip(names, columns)},
+                                "advantage": advantage})
+
     def _generate_and_score_completions(self, inputs):
         self._embeddings = {}
         stage1_rows = [{**row, "stage": 1} for row in inputs]
         stage1 = super()._generate_and_score_completions(stage1_rows)
         texts = decode_completions(self.processing_class, stage1["completion_ids"], stage1["completion_mask"])
+        self._journal_rollouts(1, stage1_rows, texts, stage1["advantages"])
 
         stage2_rows = self._stage2_rows(stage1_rows, texts)
         stage2 = super()._generate_and_score_completions(stage2_rows)
+        if self.args.log_rollouts:
+            texts2 = decode_completions(self.processing_class, stage2["completion_ids"], stage2["completion_mask"])
+            self._journal_rollouts(2, stage2_rows, texts2, stage2["advantages"])
 
         self.stage_row_counts[1] += len(stage1_rows)
         self.stage_row_counts[2] += len(stage2_rows)

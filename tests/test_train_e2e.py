@@ -3,11 +3,13 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from socioreasoner.prompts import PROMPTS_FILE
@@ -16,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REWARDS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
 
-def launch(*overrides):
+def launch(*overrides, accelerate_config="single.yaml"):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "recipes/accelerate/single.yaml"), str(ROOT / "recipes/train.py"),
+           str(ROOT / "recipes/accelerate" / accelerate_config), str(ROOT / "recipes/train.py"),
            "--config", str(ROOT / "recipes/toy_cpu.yaml"), *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # one thread per process: two processes share this machine's two cores
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
@@ -38,7 +41,8 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
     common = ["--model_name_or_path", str(sft_policy), "--sam_model", str(tiny_models["sam2"]),
               "--dataset", str(toy_city), "--output_dir", str(out), "--per_device_train_batch_size", "8",
               "--freeze_vision_tower", "true"]
-    launch(*common, "--max_steps", "2")
+    result = launch(*common, "--max_steps", "4")
+    final = load_file(out / "model.safetensors")
 
     logs = [h for h in history(out / "checkpoint-2") if "loss" in h]
     assert [h["step"] for h in logs] == [1, 2]
@@ -50,19 +54,36 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
         assert "stage1/mask_iou" in entry and "stage2/mask_iou" in entry
     assert any(h["reward_std"] > 0 for h in logs)
 
-    start, end = load_file(sft_policy / "model.safetensors"), load_file(out / "model.safetensors")
-    changed = [k for k in start if not (start[k] == end[k]).all()]
+    start = load_file(sft_policy / "model.safetensors")
+    changed = [k for k in start if not (start[k] == final[k]).all()]
     assert changed, "no policy parameter changed"
     assert not [k for k in changed if k.startswith("model.visual.")], "the frozen vision tower changed"
     assert list((out / "runs").rglob("events.out.tfevents*")), "no tensorboard events"
     assert (out / "checkpoint-1").is_dir() and (out / "chat_template.jinja").is_file()
     # checkpoints and the final model record the prompts they were trained with
     assert (out / "checkpoint-1" / PROMPTS_FILE).is_file() and (out / PROMPTS_FILE).is_file()
+    uninterrupted = [h for h in history(out) if "loss" in h]
 
-    launch(*common, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2"))
-    resumed = [h for h in history(out / "checkpoint-3") if "loss" in h]
-    assert [h["step"] for h in resumed] == [1, 2, 3]
-    assert resumed[:2] == logs  # the first two steps come from the checkpoint, not from a re-run
+    # Killed during the save of step 4: checkpoint-4 is partial (weights cut short, no trainer state), the final
+    # model never written. The same command with `--resume_from_checkpoint true` passes over checkpoint-4,
+    # resumes from checkpoint-3 (mid-way through the second epoch: 2 steps per epoch), and must end with the
+    # uninterrupted run's weights, bit for bit.
+    (out / "model.safetensors").unlink()
+    (out / "checkpoint-4" / "trainer_state.json").unlink()
+    weights = out / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = launch(*common, "--max_steps", "4", "--resume_from_checkpoint", "true")
+    assert "checkpoint-4: no trainer_state.json" in result.stderr
+    assert f"resuming from {out / 'checkpoint-3'}" in result.stderr
+    resumed = load_file(out / "model.safetensors")
+    assert set(resumed) == set(final)
+    differing = [k for k in final if not torch.equal(final[k], resumed[k])]
+    assert not differing, f"resumed weights differ from the uninterrupted run's: {differing[:5]}"
+    resumed_logs = [h for h in history(out) if "loss" in h]
+    assert [h["step"] for h in resumed_logs] == [1, 2, 3, 4]
+    assert resumed_logs[:3] == uninterrupted[:3]
+    for before, after in zip(uninterrupted[3:], resumed_logs[3:]):  # step 4, recomputed
+        assert after["loss"] == before["loss"] and after["kl"] == before["kl"], (before, after)
 
 
 @pytest.mark.slow
@@ -74,13 +95,13 @@ def test_lora_recipe_trains_an_adapter_against_the_adapter_free_reference(sft_po
     out = tmp_path / "lora"
     # lr 1e-2: a step large enough that the KL to the reference is measurable at step 2 (LoRA's B starts at 0,
     # so the adapted model equals the reference until then)
-    launch("--model_name_or_path", str(sft_policy), "--sam_model", "grabcut", "--dataset", str(toy_city),
-           "--output_dir", str(out), "--freeze_vision_tower", "true", "--max_steps", "2", "--beta", "0.04",
-           "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
-           "--lora_target_modules", "q_proj", "v_proj", "--save_strategy", "no", "--report_to", "none")
-
+    lora = ["--model_name_or_path", str(sft_policy), "--sam_model", "grabcut", "--dataset", str(toy_city),
+            "--output_dir", str(out), "--freeze_vision_tower", "true", "--max_steps", "3", "--beta", "0.04",
+            "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
+            "--lora_target_modules", "q_proj", "v_proj", "--save_steps", "1", "--report_to", "none"]
+    launch(*lora)
     logs = [h for h in history(out) if "loss" in h]
-    assert [h["step"] for h in logs] == [1, 2] and all(math.isfinite(h["loss"]) for h in logs)
+    assert [h["step"] for h in logs] == [1, 2, 3] and all(math.isfinite(h["loss"]) for h in logs)
     # a reference apart from the trained adapter (with PEFT, TRL's is the model with the adapter disabled)
     assert logs[0]["kl"] == 0.0 and logs[1]["kl"] > 0
     assert not (out / "model.safetensors").exists(), "the full model was saved, not the adapter"
@@ -94,3 +115,51 @@ def test_lora_recipe_trains_an_adapter_against_the_adapter_free_reference(sft_po
     for key in lora_b:  # the saved adapter is what inference runs (PEFT names the adapter "default")
         name = key.removeprefix("base_model.model.").replace(".weight", ".default.weight")
         assert (loaded[name] == adapter[key]).all(), name
+
+    # killed after checkpoint-2: resuming trains the same adapter, bit for bit
+    shutil.rmtree(out / "checkpoint-3")
+    (out / "adapter_model.safetensors").unlink()
+    launch(*lora, "--resume_from_checkpoint", "true")
+    resumed = load_file(out / "adapter_model.safetensors")
+    assert set(resumed) == set(adapter)
+    assert all(torch.equal(resumed[k], adapter[k]) for k in adapter), "the resumed adapter differs"
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_groups_across_processes_and_resume(sft_policy, tiny_models, toy_city, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo). 2 rows per process and G = 4: every group of both stages
+    is split across the two processes, so its advantages are right only if TRL's gather and our stage-2 rows
+    line up. Checked against the rewards in the rollout journal; then a resume, bit for bit."""
+    out = tmp_path / "ddp"
+    common = ["--model_name_or_path", str(sft_policy), "--sam_model", str(tiny_models["sam2"]), "--dataset",
+              str(toy_city), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+              "--freeze_vision_tower", "true", "--max_steps", "3", "--log_rollouts", "true", "--report_to", "none"]
+    launch(*common, accelerate_config="cpu_2proc.yaml")
+    final = load_file(out / "model.safetensors")
+    logs = [h for h in history(out) if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2, 3] and all(math.isfinite(h["loss"]) for h in logs)
+    assert all(h["stage1/rows"] == h["stage2/rows"] == 4 for h in logs)  # 2 per process, summed
+
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    groups = {}
+    for row in rollouts:
+        groups.setdefault((row["step"], row["stage"]), []).append(row)
+    assert sorted(groups) == [(s, stage) for s in (1, 2, 3) for stage in (1, 2)]
+    for (step, stage), rows in groups.items():
+        assert len(rows) == 4 and len({r["id"] for r in rows}) == 1, (step, stage)  # one sample's G rows
+        assert sorted(r["process"] for r in rows) == [0, 0, 1, 1]                 # split across processes
+        rewards = torch.tensor([sum(r["rewards"].values()) for r in rows], dtype=torch.float64)
+        expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)          # TRL's group normalisation
+        got = torch.tensor([r["advantage"] for r in rows], dtype=torch.float64)
+        assert torch.allclose(got, expected, atol=1e-4), (step, stage, got, expected)
+        # the logged per-reward means are over both processes' rows
+        entry = next(h for h in logs if h["step"] == step)
+        for name in rows[0]["rewards"]:
+            assert entry[f"rewards/{name}/mean"] == pytest.approx(sum(r["rewards"][name] for r in rows) / 4)
+
+    # killed after checkpoint-2 was written: resume with two processes ends where the uninterrupted run ended
+    shutil.rmtree(out / "checkpoint-3")
+    (out / "model.safetensors").unlink()
+    launch(*common, "--resume_from_checkpoint", "true", accelerate_config="cpu_2proc.yaml")
+    resumed = load_file(out / "model.safetensors")
+    assert all(torch.equal(final[k], resumed[k]) for k in final), "the two-process resume diverged"

@@ -13,16 +13,17 @@ A task level is taken from the data (a `level` column/field) or from a mapping f
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from socioreasoner.data.targets import mask_to_array, mask_to_boxes
+from socioreasoner.images import MAX_IMAGE_PIXELS, check_mask_format, open_image
+from socioreasoner.prompts import check_query
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ _LEVEL_ALIASES = {
     "sociofunction": "function",
 }
 RAW_FILES = ("map.png", "sat.png", "mask.png", "question.json")
+MAX_QUESTION_BYTES = 1_000_000
 
 FEATURES = datasets.Features({
     "id": datasets.Value("string"),
@@ -61,28 +63,12 @@ def normalize_level(value, where: str) -> str | None:
     return level
 
 
-def _open_image(source, where: str, mode: str | None = None) -> Image.Image:
-    """Open and fully decode an image (path, bytes, dict from datasets, or PIL image)."""
+def _open_image(source, where: str, max_pixels: int | None) -> Image.Image:
+    """Open and fully decode an image (path, bytes, dict from datasets, or PIL image), size checked first."""
     try:
-        if isinstance(source, Image.Image):
-            image = source
-        elif isinstance(source, dict):
-            if source.get("bytes") is not None:
-                image = Image.open(io.BytesIO(source["bytes"]))
-            elif source.get("path"):
-                image = Image.open(source["path"])
-            else:
-                raise SocioSegDataError(f"{where}: empty image field")
-        elif isinstance(source, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(source))
-        else:
-            image = Image.open(source)
-        image.load()
-    except FileNotFoundError as err:
-        raise SocioSegDataError(f"{where}: file not found") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise SocioSegDataError(f"{where}: unreadable image ({err})") from err
-    return image.convert(mode) if mode else image
+        return open_image(source, where, max_pixels)
+    except ValueError as err:
+        raise SocioSegDataError(str(err)) from err
 
 
 def _as_feature(source, decoded: Image.Image):
@@ -95,19 +81,28 @@ def _as_feature(source, decoded: Image.Image):
     return decoded
 
 
-def build_record(sample_id: str, problem, map_src, sat_src, mask_src, level, where: str) -> dict:
+def build_record(sample_id: str, problem, map_src, sat_src, mask_src, level, where: str,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
     """Validate one sample and derive its targets. Raises `SocioSegDataError` naming it."""
     where = f"sample {sample_id!r} ({where})"
     if not isinstance(problem, str) or not problem.strip():
         raise SocioSegDataError(f"{where}: empty or missing 'problem' (the query text)")
-    map_image = _open_image(map_src, f"{where} map_image", "RGB")
-    sat_image = _open_image(sat_src, f"{where} sat_image", "RGB")
-    mask_image = _open_image(mask_src, f"{where} mask_label")
-    if mask_image.size != sat_image.size:
-        raise SocioSegDataError(
-            f"{where}: mask is {mask_image.size[0]}x{mask_image.size[1]} but the satellite image is "
-            f"{sat_image.size[0]}x{sat_image.size[1]}; they must be the same size"
-        )
+    try:
+        check_query(problem, f"{where} problem")
+    except ValueError as err:
+        raise SocioSegDataError(str(err)) from None
+    map_image = _open_image(map_src, f"{where} map_image", max_pixels)
+    sat_image = _open_image(sat_src, f"{where} sat_image", max_pixels)
+    mask_image = _open_image(mask_src, f"{where} mask_label", max_pixels)
+    for name, image in (("mask", mask_image), ("map", map_image)):
+        if image.size != sat_image.size:
+            raise SocioSegDataError(
+                f"{where}: {name} is {image.size[0]}x{image.size[1]} but the satellite image is "
+                f"{sat_image.size[0]}x{sat_image.size[1]}; they must be the same size")
+    try:
+        check_mask_format(mask_image, f"{where} mask_label")
+    except ValueError as err:
+        raise SocioSegDataError(str(err)) from err
     mask = mask_to_array(mask_image)
     boxes = mask_to_boxes(mask)
     return {
@@ -129,12 +124,25 @@ def _raw_samples(split_dir: Path, levels: dict) -> Iterator[tuple]:
         question_path = sample_dir / "question.json"
         where = str(sample_dir)
         try:
-            question = json.loads(question_path.read_text())
+            if question_path.stat().st_size > MAX_QUESTION_BYTES:
+                raise SocioSegDataError(f"sample {sample_id!r} ({question_path}): larger than "
+                                        f"{MAX_QUESTION_BYTES} bytes")
+            question = json.loads(question_path.read_bytes().decode("utf-8"))
+        except SocioSegDataError as err:
+            yield sample_id, err
+            continue
         except FileNotFoundError:
             yield sample_id, SocioSegDataError(f"sample {sample_id!r} ({question_path}): file not found")
             continue
+        except UnicodeDecodeError as err:
+            yield sample_id, SocioSegDataError(f"sample {sample_id!r} ({question_path}): not UTF-8 text ({err.reason} "
+                                               f"at byte {err.start})")
+            continue
         except json.JSONDecodeError as err:
             yield sample_id, SocioSegDataError(f"sample {sample_id!r} ({question_path}): invalid JSON ({err})")
+            continue
+        except RecursionError:
+            yield sample_id, SocioSegDataError(f"sample {sample_id!r} ({question_path}): JSON nested too deeply")
             continue
         if not isinstance(question, dict):
             yield sample_id, SocioSegDataError(f"sample {sample_id!r} ({question_path}): expected a JSON object")
@@ -212,8 +220,15 @@ def _source_samples(source: str, split: str, levels: dict, cache_dir) -> Iterato
     yield from _hf_samples(loaded, levels, source)
 
 
+def skipped_invalid(dataset: datasets.Dataset) -> int:
+    """How many invalid samples `load_socioseg(skip_invalid=True)` left out of this dataset."""
+    description = dataset.info.description or ""
+    return int(description.split("skipped_invalid=", 1)[1]) if "skipped_invalid=" in description else 0
+
+
 def load_socioseg(source: str = SOCIOSEG_HUB_ID, split: str = "test", *, skip_invalid: bool = False,
-                  levels=None, max_samples: int | None = None, cache_dir: str | None = None) -> datasets.Dataset:
+                  levels=None, max_samples: int | None = None, cache_dir: str | None = None,
+                  max_image_pixels: int | None = MAX_IMAGE_PIXELS) -> datasets.Dataset:
     """Load one split of SocioSeg-format data as a validated `datasets.Dataset`.
 
     source: hub id (default `vvangfaye/SocioSeg`), a directory saved with `save_to_disk`, a
@@ -221,6 +236,7 @@ def load_socioseg(source: str = SOCIOSEG_HUB_ID, split: str = "test", *, skip_in
     skip_invalid: skip (and count, in the log and `dataset.info.description`) invalid samples
         instead of raising on the first.
     levels: optional `{id: level}` dict or JSON file, for data without a level field.
+    max_image_pixels: refuse (as invalid samples) images above this many pixels, from their header.
     """
     level_map = _read_levels(levels)
     records, skipped = [], []
@@ -228,7 +244,7 @@ def load_socioseg(source: str = SOCIOSEG_HUB_ID, split: str = "test", *, skip_in
         try:
             if isinstance(item, Exception):
                 raise item
-            records.append(build_record(sample_id, *item))
+            records.append(build_record(sample_id, *item, max_pixels=max_image_pixels))
         except SocioSegDataError as err:
             if not skip_invalid:
                 raise
@@ -236,6 +252,11 @@ def load_socioseg(source: str = SOCIOSEG_HUB_ID, split: str = "test", *, skip_in
             logger.warning("skipping invalid sample: %s", err)
         if max_samples is not None and len(records) >= max_samples:
             break
+    seen = set()
+    for record in records:
+        if record["id"] in seen:
+            raise SocioSegDataError(f"{source}/{split}: sample id {record['id']!r} occurs more than once")
+        seen.add(record["id"])
     if skipped:
         logger.warning("%s/%s: skipped %d invalid sample(s)", source, split, len(skipped))
     if not records:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from socioreasoner.images import mask_array
+
 MIN_COMPONENT_AREA = 10.0  # the reference drops contours with area <= 10 px
 
 
@@ -38,8 +40,5 @@ def boxes_to_mask(shape: tuple[int, int], boxes) -> np.ndarray:
 
 
 def mask_to_array(image) -> np.ndarray:
-    """A mask image (PIL, any mode) as a boolean array: nonzero is foreground."""
-    array = np.asarray(image)
-    if array.ndim == 3:
-        array = array[..., :3].max(axis=-1)
-    return array > 0
+    """A mask image (PIL, any mode) as a boolean array: nonzero is foreground (`images.mask_array`)."""
+    return mask_array(image)
