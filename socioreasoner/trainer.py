@@ -48,7 +48,7 @@ from socioreasoner.stage_batch import (
     stage2_row,
     training_dataset,
 )
-from socioreasoner.trl_cpu import compact_scoring_on_cpu
+from socioreasoner.trl_cpu import compact_scoring_on_cpu, load_cpu_index_locations
 from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class SocioReasonerTrainer(GRPOTrainer):
     def __init__(self, model, args: SocioReasonerConfig, train_dataset, processing_class,
                  segmenter: SamSegmenter | None = None, eval_dataset=None, **kwargs):
         compact_scoring_on_cpu()
+        load_cpu_index_locations()
         self.settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels)
         self.segmenter = segmenter
         self._embeddings = {}

@@ -11,7 +11,14 @@ chunked LM-head kernel. Two things make it slow on a CPU with Qwen's 151,936-row
    the same outputs and gradients from one `log_softmax` over the labelled rows, whose
    probabilities it keeps for backward (up to 2 GiB; larger calls keep TRL's kernel).
 
-Both patches compute what TRL computes (tests compare outputs and gradients with TRL's kernel
+A third patch, for multi-process CPU runs (torch 2.13 / transformers 5.17): with more than one
+process `Trainer` loads a checkpoint's optimiser state with `map_location=args.device`, which on
+CPU is `cpu:<rank>`, and torch's loader knows the location "cpu" but not "cpu:N" ("don't know
+how to restore data location"), so a two-process CPU run could not resume.
+`load_cpu_index_locations` registers a deserializer for "cpu:N" (through torch's public
+`torch.serialization.register_package`) that keeps such storages on the CPU.
+
+The LM-head patches compute what TRL computes (tests compare outputs and gradients with TRL's kernel
 to float32 rounding); CUDA/XPU devices keep TRL's Triton path untouched.
 """
 
@@ -114,3 +121,26 @@ def compact_scoring_on_cpu() -> bool:
     if not getattr(kernel, "_socioreasoner_patch", False):
         trl_utils._ChunkedLogProbFunction = _CpuKernel(kernel)
     return True
+
+
+def _cpu_index_deserialize(storage, location: str):
+    if location.startswith("cpu:") and location[4:].isdigit():
+        return storage  # already a CPU storage
+    return None  # not ours: torch tries its other locations
+
+
+def _no_tag(storage):
+    return None  # saving keeps torch's own "cpu" tag
+
+
+_cpu_index_deserialize._socioreasoner_patch = True
+
+
+def load_cpu_index_locations() -> None:
+    """Idempotently let `torch.load(map_location="cpu:N")` restore CPU storages (module docstring)."""
+    from torch import serialization
+
+    registered = getattr(serialization, "_package_registry", [])
+    if any(getattr(entry[2], "_socioreasoner_patch", False) for entry in registered if len(entry) > 2):
+        return
+    serialization.register_package(99, _no_tag, _cpu_index_deserialize)

@@ -65,3 +65,27 @@ def test_patch_routes_cpu_to_vocab_logprob_and_is_idempotent(monkeypatch):
     theirs = kernel.apply(*args)
     assert len(calls) == 1
     torch.testing.assert_close(ours[0], theirs[0])
+
+
+def test_checkpoints_load_onto_an_indexed_cpu_device():
+    """Trainer loads optimiser state with map_location=args.device, `cpu:<rank>` in a multi-process CPU run;
+    torch 2.13 cannot restore that location by itself (the test of the patch's need is the first assertion)."""
+    import io
+
+    from torch import serialization
+
+    from socioreasoner.trl_cpu import load_cpu_index_locations
+
+    buffer = io.BytesIO()
+    torch.save({"exp_avg": torch.arange(3.0)}, buffer)
+    patched = [e for e in serialization._package_registry if getattr(e[2], "_socioreasoner_patch", False)]
+    if not patched:  # in a fresh process, before any trainer was built
+        buffer.seek(0)
+        with pytest.raises(RuntimeError, match="restore data location"):
+            torch.load(buffer, map_location=torch.device("cpu", 1), weights_only=True)
+    load_cpu_index_locations()
+    load_cpu_index_locations()  # idempotent
+    assert len([e for e in serialization._package_registry if getattr(e[2], "_socioreasoner_patch", False)]) == 1
+    buffer.seek(0)
+    loaded = torch.load(buffer, map_location=torch.device("cpu", 1), weights_only=True)
+    assert torch.equal(loaded["exp_avg"], torch.arange(3.0))
