@@ -151,7 +151,7 @@ def visual_grid(dataset, records: list[dict], out: Path, per_group: int, seed: i
     for name, group in groups:
         for r in group:
             row = dataset[index[r["id"]]]
-            final = mask_to_array(Image.open(out / r["mask_file"]))
+            final = mask_to_array(Image.open(out / r.get("mask_file", f"masks/{safe_file_stem(r['id'])}.png")))
             objects = r.get("final_objects", [])
             tile = side_by_side(row["map_image"], row["sat_image"], final, stage1_boxes=r.get("stage1_boxes", []),
                                 final_boxes=[o["box"] for o in objects],

@@ -81,16 +81,16 @@ def mask_image(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(np.asarray(mask, bool).astype(np.uint8) * 255, mode="L")
 
 
-def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one record as a single write + fsync; a crash leaves at most one partial last line, and the
-    next append starts on a new line (a torn fragment never swallows the record after it)."""
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+def append_jsonl(path: str | Path, *records: dict) -> None:
+    """Append records, one per line, as a single write + fsync; a crash leaves at most one partial last line,
+    and the next append starts on a new line (a torn fragment never swallows the record after it)."""
+    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode()
     with open(path, "ab+") as handle:
         if handle.tell() > 0:
             handle.seek(-1, os.SEEK_END)
             if handle.read(1) != b"\n":
-                line = b"\n" + line
-        handle.write(line)
+                data = b"\n" + data
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 

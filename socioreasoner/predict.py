@@ -130,7 +130,6 @@ def check_args(args: argparse.Namespace) -> None:
     check_writable_dir(Path(args.out), "--out")
 
 
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -187,10 +187,9 @@ class SocioReasonerTrainer(GRPOTrainer):
         columns = [self.reward_func_names.index(name) for name in names]
         path = Path(self.args.output_dir) / ROLLOUTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        for row, advantage, rewards in zip(everything, all_advantages, self._last_rewards.tolist()):
-            append_jsonl(path, {"step": self.state.global_step + 1, "stage": stage, **row,
-                                "rewards": {name: rewards[i] for name, i in zip(names, columns)},
-                                "advantage": advantage})
+        append_jsonl(path, *({"step": self.state.global_step + 1, "stage": stage, **row,
+                              "rewards": {name: rewards[i] for name, i in zip(names, columns)}, "advantage": advantage}
+                             for row, advantage, rewards in zip(everything, all_advantages, self._last_rewards.tolist())))
 
     def _generate_and_score_completions(self, inputs):
         self._embeddings = {}
