@@ -65,11 +65,11 @@ DEFAULTS = {
     "out": "runs/eval", "device": "auto", "batch_size": 4, "max_samples": None, "empty_rule": "one",
     "temperature": None, "max_new_tokens": 1024, "min_pixels": PromptSettings.min_pixels,
     "max_pixels": PromptSettings.max_pixels, "levels": None, "overwrite": False, "grid_size": 4, "seed": 0,
-    "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS,
+    "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS, "top_p": None, "top_k": None, "greedy": False,
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
-RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "max_new_tokens", "min_pixels",
-                   "max_pixels", "levels", "seed")
+RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
+                   "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed")
 SETTINGS_FILE = "eval_settings.json"
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
@@ -176,6 +176,10 @@ def check_config(config: dict) -> None:
             raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected a positive integer")
     if config["max_samples"] is not None and (not isinstance(config["max_samples"], int) or config["max_samples"] < 1):
         raise ValueError(f"--max-samples {config['max_samples']!r}: expected a positive integer (or leave it out)")
+    if config["top_p"] is not None and not (isinstance(config["top_p"], (int, float)) and 0 < config["top_p"] <= 1):
+        raise ValueError(f"--top-p {config['top_p']!r}: expected a number in (0, 1]")
+    if config["top_k"] is not None and (not isinstance(config["top_k"], int) or config["top_k"] < 0):
+        raise ValueError(f"--top-k {config['top_k']!r}: expected a non-negative integer (0: off)")
     temperature = config["temperature"]
     if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
         raise ValueError(f"--temperature {temperature!r}: expected a positive number (or leave it out: greedy)")
@@ -191,6 +195,15 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out)
     check_writable_dir(out, "--out")
     (out / "masks").mkdir(exist_ok=True)
+
+
+def decoding(config: dict) -> dict:
+    """How completions were decoded, as recorded in metrics.json."""
+    if config["temperature"] is None:
+        return {"mode": "greedy", "max_new_tokens": config["max_new_tokens"]}
+    return {"mode": "sample", "temperature": config["temperature"], "top_p": config["top_p"] or 1.0,
+            "top_k": config["top_k"] or 0, "seed": config["seed"], "max_new_tokens": config["max_new_tokens"],
+            "samples_per_query": 1}
 
 
 def check_settings(out: Path, config: dict, journal: Path) -> None:
@@ -216,6 +229,8 @@ def check_settings(out: Path, config: dict, journal: Path) -> None:
 def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     """Run (or resume) an evaluation; returns the metrics dict written to metrics.json."""
     config = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    if config["greedy"]:  # deterministic runs whatever the YAML's sampling settings
+        config.update(temperature=None, top_p=None, top_k=None)
     check_config(config)
     out = Path(config["out"])
     prepare_out(out, config["overwrite"])
@@ -234,7 +249,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     if todo and predictor is None:
         predictor = Predictor(config["model"], config["sam"], config["device"], settings,
                               temperature=config["temperature"], max_new_tokens=config["max_new_tokens"],
-                              seed=config["seed"])
+                              seed=config["seed"], top_p=config["top_p"], top_k=config["top_k"])
     if done:
         logger.info("%s: %d sample(s) already done, %d to go", journal, len(done), len(todo))
     ious = [r["iou"] for r in read_jsonl(journal)]
@@ -257,6 +272,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "split": config["split"], "out": str(out), "empty_rule": config["empty_rule"],
             "num_samples": len(records), "skipped_invalid": skipped_invalid(dataset),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
+            "decoding": decoding(config),
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
     atomic_write_json(out / "metrics.json", report)
@@ -280,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--max-samples", type=int)
     parser.add_argument("--empty-rule", choices=["one", "zero"])
-    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling (with --temperature; default off)")
+    parser.add_argument("--top-k", type=int, help="top-k sampling (with --temperature; default off)")
+    parser.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    parser.add_argument("--greedy", action="store_true", default=None,
+                        help="greedy decoding whatever the config's temperature / top-p / top-k")
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--min-pixels", type=int)
     parser.add_argument("--max-pixels", type=int)

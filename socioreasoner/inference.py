@@ -3,7 +3,8 @@
 `Predictor.predict(samples)` runs, for a batch of samples: stage-1 generation (batched, left
 padded) → `pipeline.stage_transition` (SAM2 once per distinct image, batched decode, drafts) →
 stage-2 generation → `pipeline.final_masks`. The stage transition is the trainer's code.
-Greedy decoding unless a temperature is given.
+Greedy decoding unless a temperature is given; sampling then uses exactly the given top-p and top-k
+(None: off — never a checkpoint's generation_config defaults), reseeded with `seed` per call.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Predictor:
 
     def __init__(self, model: str = DEFAULT_MODEL, sam: str = DEFAULT_SAM2, device: str = "auto",
                  settings: PromptSettings | None = None, temperature: float | None = None,
-                 max_new_tokens: int = 1024, top_p: float | None = None, seed: int = 0):
+                 max_new_tokens: int = 1024, top_p: float | None = None, seed: int = 0, top_k: int | None = None):
         self.model_id, self.sam_id = model, sam
         self.device = resolve_device(device)
         self.settings = settings or PromptSettings()
@@ -81,8 +82,9 @@ class Predictor:
         except OSError as err:
             raise OSError(f"cannot load SAM2 {sam!r}: {err}") from err
         self.generation = {"max_new_tokens": max_new_tokens, "do_sample": temperature is not None}
-        if temperature is not None:
-            self.generation.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0)
+        if temperature is not None:  # explicit: a checkpoint's generation_config may carry its own top_k / top_p
+            self.generation.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0,
+                                   top_k=top_k if top_k is not None else 0)
         self.seed = seed
         self.num_generate_calls = 0  # policy calls (tests count them to check resumption)
 

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--geojson", action="store_true", help="also write mask.geojson")
     parser.add_argument("--strict", action="store_true", help="fail if map and satellite sizes differ")
     parser.add_argument("--temperature", type=float, default=None, help="sample (default: greedy)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling, with --temperature (default off)")
+    parser.add_argument("--top-k", type=int, default=None, help="top-k sampling, with --temperature (default off)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
@@ -122,6 +125,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens}: expected a positive integer")
     if args.temperature is not None and not 0 < args.temperature < float("inf"):
         raise ValueError(f"--temperature {args.temperature}: expected a positive number (or leave it out: greedy)")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p {args.top_p}: expected a number in (0, 1]")
+    if args.top_k is not None and args.top_k < 0:
+        raise ValueError(f"--top-k {args.top_k}: expected a non-negative integer (0: off)")
     if args.max_image_pixels < 1:
         raise ValueError(f"--max-image-pixels {args.max_image_pixels}: expected a positive integer")
     for name in ("min_pixels", "max_pixels"):
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  max_pixels=args.max_image_pixels)
         settings = PromptSettings.for_model(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
-                              max_new_tokens=args.max_new_tokens)
+                              max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,57 @@
+"""Evaluation decoding: the reference's sampling in recipes/eval.yaml, exact settings passed to generate,
+recorded in metrics.json; --greedy for deterministic runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from socioreasoner.evaluate import evaluate
+from socioreasoner.inference import Predictor
+from socioreasoner.pipeline import PromptSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = PromptSettings(max_pixels=160 * 160)
+
+
+def test_eval_recipe_decodes_as_the_reference_evaluation():
+    config = yaml.safe_load((ROOT / "recipes/eval.yaml").read_text())
+    assert (config["temperature"], config["top_p"], config["top_k"], config["max_new_tokens"]) == (1.0, 0.8, 100, 2048)
+    assert config["empty_rule"] == "one" and isinstance(config["seed"], int)
+
+
+def test_sampling_settings_reach_generate_exactly(tiny_models):
+    sampled = Predictor(str(tiny_models["qwen2_5_vl"]), "grabcut", "cpu", SETTINGS, temperature=1.0, top_p=0.8,
+                        top_k=100, max_new_tokens=7)
+    assert sampled.generation == {"max_new_tokens": 7, "do_sample": True, "temperature": 1.0, "top_p": 0.8,
+                                  "top_k": 100}
+    # top-p / top-k left out mean off, not the checkpoint's generation_config defaults (transformers: top_k 50)
+    plain = Predictor(str(tiny_models["qwen2_5_vl"]), "grabcut", "cpu", SETTINGS, temperature=0.7)
+    assert plain.generation["top_k"] == 0 and plain.generation["top_p"] == 1.0
+    greedy = Predictor(str(tiny_models["qwen2_5_vl"]), "grabcut", "cpu", SETTINGS)
+    assert greedy.generation == {"max_new_tokens": 1024, "do_sample": False}
+
+
+def config(tiny_models, toy_city, out, **extra):
+    return {"model": str(tiny_models["qwen2_5_vl"]), "sam": "grabcut", "dataset": str(toy_city), "split": "val",
+            "out": str(out), "device": "cpu", "batch_size": 4, "max_new_tokens": 6, "max_pixels": 160 * 160,
+            "max_samples": 2, **extra}
+
+
+def test_metrics_record_the_decoding_and_greedy_overrides_sampling(tiny_models, toy_city, tmp_path):
+    sampled = evaluate(config(tiny_models, toy_city, tmp_path / "s", temperature=1.0, top_p=0.8, top_k=100, seed=3))
+    assert sampled["decoding"] == {"mode": "sample", "temperature": 1.0, "top_p": 0.8, "top_k": 100, "seed": 3,
+                                   "max_new_tokens": 6, "samples_per_query": 1}
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["decoding"] == sampled["decoding"]
+    greedy = evaluate(config(tiny_models, toy_city, tmp_path / "g", temperature=1.0, top_p=0.8, greedy=True))
+    assert greedy["decoding"] == {"mode": "greedy", "max_new_tokens": 6}
+    with pytest.raises(ValueError, match="top_p: 0.8 -> 0.5"):  # a journal is only resumed with its decoding
+        evaluate(config(tiny_models, toy_city, tmp_path / "s", temperature=1.0, top_p=0.5, top_k=100, seed=3,
+                        max_samples=4))
+
+
+@pytest.mark.parametrize("key,value", [("top_p", 0.0), ("top_p", 1.5), ("top_k", -1)])
+def test_bad_sampling_settings_are_refused(tiny_models, toy_city, tmp_path, key, value):
+    with pytest.raises(ValueError, match=key.replace("_", "-")):
+        evaluate(config(tiny_models, toy_city, tmp_path / "x", temperature=1.0, **{key: value}))
