@@ -57,7 +57,8 @@ def use_checkpoint_templates(training_args: SocioReasonerConfig, model: str) -> 
     """Templates the recipe leaves at their defaults come from the starting checkpoint, if it saved any
     (e.g. an SFT warm start trained with its own prompts)."""
     saved = load_prompt_templates(model) or {}
-    for name, default in (("stage1_template", STAGE1_TEMPLATE), ("stage2_template", STAGE2_TEMPLATE)):
+    for name, default in (("stage1_template", STAGE1_TEMPLATE), ("stage2_template", STAGE2_TEMPLATE),
+                          ("stage2_boxes", "answer")):
         if name in saved and getattr(training_args, name) == default and saved[name] != default:
             logger.info("%s: the one saved with %s", name, model)
             setattr(training_args, name, saved[name])

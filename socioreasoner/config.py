@@ -11,6 +11,7 @@ from socioreasoner.metrics import check_empty_rule
 from socioreasoner.prompts import (
     STAGE1_FIELDS,
     STAGE1_TEMPLATE,
+    STAGE2_BOXES_MODES,
     STAGE2_FIELDS,
     STAGE2_TEMPLATE,
     check_template,
@@ -32,6 +33,9 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "Train the language model only: no gradients into the vision encoder and merger."})
     stage1_template: str = field(default=STAGE1_TEMPLATE, metadata={"help": "Stage-1 prompt template."})
     stage2_template: str = field(default=STAGE2_TEMPLATE, metadata={"help": "Stage-2 prompt template."})
+    stage2_boxes: str = field(default="answer", metadata={
+        "help": "Stage 2's {boxes}: 'answer' (the stage-1 completion's raw <answer> text, as the reference) or "
+                "'parsed' (the parsed boxes re-serialised)."})
     min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Qwen frame: smart_resize min pixels."})
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Qwen frame: smart_resize max pixels."})
     empty_rule: str = field(default="zero", metadata={
@@ -48,6 +52,8 @@ class SocioReasonerConfig(GRPOConfig):
     def __post_init__(self):
         check_template(self.stage1_template, STAGE1_FIELDS, "stage1_template")
         check_template(self.stage2_template, STAGE2_FIELDS, "stage2_template")
+        if self.stage2_boxes not in STAGE2_BOXES_MODES:
+            raise ValueError(f"stage2_boxes {self.stage2_boxes!r}: expected one of {STAGE2_BOXES_MODES}")
         check_empty_rule(self.empty_rule)
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")

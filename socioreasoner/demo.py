@@ -154,7 +154,9 @@ SEGMENTER_NOTE = "OpenCV GrabCut from boxes + points (socioreasoner.grabcut), no
 def prompt_settings_of(settings: DemoSettings):
     from socioreasoner.pipeline import PromptSettings
 
-    return PromptSettings(DEMO_STAGE1_TEMPLATE, DEMO_STAGE2_TEMPLATE, max_pixels=settings.max_pixels)
+    # stage 2 sees the stage-1 boxes re-serialised, as the demo's measured runs did (not the reference's raw text)
+    return PromptSettings(DEMO_STAGE1_TEMPLATE, DEMO_STAGE2_TEMPLATE, max_pixels=settings.max_pixels,
+                          stage2_boxes="parsed")
 
 
 def make_toy_city(city: Path, settings: DemoSettings) -> Path:

@@ -48,6 +48,7 @@ from socioreasoner.io import (
 )
 from socioreasoner.metrics import MetricAccumulator, check_empty_rule, intersection_union, iou_from_counts
 from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.prompts import read_template
 from socioreasoner.render import side_by_side
 from socioreasoner.rewards import (
     box_accuracy_reward,
@@ -66,10 +67,11 @@ DEFAULTS = {
     "temperature": None, "max_new_tokens": 1024, "min_pixels": PromptSettings.min_pixels,
     "max_pixels": PromptSettings.max_pixels, "levels": None, "overwrite": False, "grid_size": 4, "seed": 0,
     "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS, "top_p": None, "top_k": None, "greedy": False,
+    "stage1_template": None, "stage2_template": None,  # None: the model's saved templates, else the reference's
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
-                   "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed")
+                   "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed", "prompts")
 SETTINGS_FILE = "eval_settings.json"
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
@@ -232,6 +234,12 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     if config["greedy"]:  # deterministic runs whatever the YAML's sampling settings
         config.update(temperature=None, top_p=None, top_k=None)
     check_config(config)
+    settings = PromptSettings.for_model(
+        config["model"], min_pixels=config["min_pixels"], max_pixels=config["max_pixels"],
+        stage1_template=config["stage1_template"] and read_template(config["stage1_template"]),
+        stage2_template=config["stage2_template"] and read_template(config["stage2_template"]))
+    config["prompts"] = {"stage1_template": settings.stage1_template, "stage2_template": settings.stage2_template,
+                         "stage2_boxes": settings.stage2_boxes}
     out = Path(config["out"])
     prepare_out(out, config["overwrite"])
     journal = out / "per_sample.jsonl"
@@ -244,8 +252,6 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
         logger.warning("%s: dropped %d torn record(s); their samples are evaluated again", journal, torn)
     done = {r["id"] for r in read_jsonl(journal)}
     todo = [i for i, row_id in enumerate(dataset["id"]) if row_id not in done]
-    settings = PromptSettings.for_model(config["model"], min_pixels=config["min_pixels"],
-                                        max_pixels=config["max_pixels"])
     if todo and predictor is None:
         predictor = Predictor(config["model"], config["sam"], config["device"], settings,
                               temperature=config["temperature"], max_new_tokens=config["max_new_tokens"],
@@ -272,7 +278,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "split": config["split"], "out": str(out), "empty_rule": config["empty_rule"],
             "num_samples": len(records), "skipped_invalid": skipped_invalid(dataset),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
-            "decoding": decoding(config),
+            "decoding": decoding(config), "prompts": config["prompts"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
     atomic_write_json(out / "metrics.json", report)
@@ -307,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int)
     parser.add_argument("--levels", help="{id: level} JSON for data without levels")
     parser.add_argument("--overwrite", action="store_true", default=None, help="start over in --out")
+    parser.add_argument("--stage1-template", help="stage-1 prompt template, or @file (default: the model's saved "
+                        "one, else the reference's)")
+    parser.add_argument("--stage2-template", help="stage-2 prompt template, or @file")
     parser.add_argument("--skip-invalid", action="store_true", default=None,
                         help="skip invalid samples (counted in metrics.json) instead of stopping at the first")
     parser.add_argument("--max-image-pixels", type=int,

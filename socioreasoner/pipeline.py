@@ -20,9 +20,14 @@ from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFram
 from socioreasoner.images import to_rgb
 from socioreasoner.parsing import ParsedCompletion, parse_completion
 from socioreasoner.prompts import (
+    STAGE1_FIELDS,
     STAGE1_TEMPLATE,
+    STAGE2_BOXES_MODES,
+    STAGE2_FIELDS,
     STAGE2_TEMPLATE,
+    answer_text,
     check_query,
+    check_template,
     load_prompt_templates,
     stage1_prompt,
     stage2_prompt,
@@ -39,11 +44,20 @@ class PromptSettings:
     stage2_template: str = STAGE2_TEMPLATE
     min_pixels: int = DEFAULT_MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS
+    stage2_boxes: str = "answer"  # what stage 2's {boxes} holds (`prompts.STAGE2_BOXES_MODES`)
+
+    def __post_init__(self):
+        check_template(self.stage1_template, STAGE1_FIELDS, "stage1_template")
+        check_template(self.stage2_template, STAGE2_FIELDS, "stage2_template")
+        if self.stage2_boxes not in STAGE2_BOXES_MODES:
+            raise ValueError(f"stage2_boxes {self.stage2_boxes!r}: expected one of {STAGE2_BOXES_MODES}")
 
     @classmethod
     def for_model(cls, model: str, **kwargs) -> PromptSettings:
-        """The templates `model` was trained with when its directory records them, else the defaults."""
-        return cls(**{**(load_prompt_templates(model) or {}), **kwargs})
+        """The templates `model` was trained with when its directory records them, else the defaults; `kwargs`
+        (e.g. templates given on the command line) win over both. None values in `kwargs` are ignored."""
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        return cls(**{**(load_prompt_templates(model) or {}), **given})
 
 
 @dataclass
@@ -103,14 +117,15 @@ def stage_transition(segmenter: SamSegmenter, embedding: ImageEmbedding, sample:
     boxes_original = [[frame.box_to_original(b) for b in p.boxes] for p in parsed]
     masks = segmenter.segment(embedding, [[{"box": b} for b in boxes] for boxes in boxes_original])
     results = []
-    for p, boxes_o, mask in zip(parsed, boxes_original, masks):
+    for text, p, boxes_o, mask in zip(completions, parsed, boxes_original, masks):
         mask_qwen = resize_mask(mask, (frame.w, frame.h))  # once, for both drafts
         result = Stage1Result(
             parsed=p, boxes=p.boxes, boxes_original=boxes_o, mask=mask,
             map_draft=render_draft(sample.map_qwen, p.boxes, mask_qwen),
             sat_draft=render_draft(sample.sat_qwen, p.boxes, mask_qwen),
         )
-        result.messages = stage2_prompt(sample.query, frame.w, frame.h, p.boxes, settings.stage2_template)
+        boxes = answer_text(text) if settings.stage2_boxes == "answer" else p.boxes
+        result.messages = stage2_prompt(sample.query, frame.w, frame.h, boxes, settings.stage2_template)
         results.append(result)
     return results
 

@@ -22,7 +22,7 @@ from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor
 from socioreasoner.io import atomic_save_image, atomic_write_json, check_writable_dir, mask_image
 from socioreasoner.pipeline import PromptSettings, Sample
-from socioreasoner.prompts import check_query
+from socioreasoner.prompts import check_query, read_template
 from socioreasoner.render import side_by_side
 from socioreasoner.segmenter import DEFAULT_SAM2
 
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling, with --temperature (default off)")
     parser.add_argument("--top-k", type=int, default=None, help="top-k sampling, with --temperature (default off)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--stage1-template", help="stage-1 prompt template, or @file (default: the model's saved "
+                        "one, else the reference's)")
+    parser.add_argument("--stage2-template", help="stage-2 prompt template, or @file")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
@@ -144,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict,
                                                  max_pixels=args.max_image_pixels)
-        settings = PromptSettings.for_model(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+        settings = PromptSettings.for_model(
+            args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+            stage1_template=args.stage1_template and read_template(args.stage1_template),
+            stage2_template=args.stage2_template and read_template(args.stage2_template))
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     except (OSError, ValueError) as err:

@@ -1,9 +1,10 @@
 """Stage-1 and stage-2 prompts, as conversational messages for Qwen's chat template.
 
 Each user turn carries two images — the map first, the satellite second — and a text built
-from a template. Templates are plain strings with named fields (`{query}`, `{width}`,
-`{height}`, and in stage 2 `{boxes}`) that a recipe or CLI can replace to match the wording a
-released checkpoint was trained with. Only those `{name}` fields are substituted, so a
+from a template; no system prompt of our own (Qwen2.5-VL's chat template adds its default one,
+as in the reference). The defaults are the reference code's templates, character for character.
+Templates are plain strings with named fields (`{query}`, in stage 2 `{boxes}`; optionally
+`{width}`/`{height}`, the Qwen frame) that a recipe or CLI can replace. Only those `{name}` fields are substituted, so a
 template can contain JSON examples without escaping braces.
 """
 
@@ -13,7 +14,31 @@ import json
 import re
 from pathlib import Path
 
-STAGE1_TEMPLATE = """\
+# The reference code's prompts (AMAP-ML/SocioReasoner at 7ba0c65; SPEC, *Reference parity*), character for
+# character: sentences joined without spaces, the stage-2 example's missing `]`, its space before "thinking",
+# "Please use English." in stage 1 only. The released checkpoint was trained on exactly this text.
+REFERENCE_STAGE1_TEMPLATE = (
+    "You will be given two images. The first is a map and the second is a corresponding satellite image."
+    "Please find '{query}' with bboxs."
+    "Compare the difference between object(s) and find the most closely matched object(s)."
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    "Please use English."
+    "Output the bbox(es) in JSON format."
+    'i.e., <think>thinking process here </think><answer>[{"bbox_2d": [bx1,by1,bx2,by2]}, '
+    '{"bbox_2d": [bx3,by3,bx4,by4]}]</answer>')
+REFERENCE_STAGE2_TEMPLATE = (
+    "You will be given two images. The first is a map and the second is a corresponding satellite image."
+    'Now some bbox(s) and the results after SAM segmentation for "{query}" have been rendered on these two images.'
+    "The found bbox(s) are: {boxes}."
+    "Please add some points appropriately to each bbox to better represent the area of interest."
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    'i.e., <think> thinking process here </think><answer>[{"bbox_2d": [bx1,by1,bx2,by2], '
+    '"points": [[px1,py1],[px2,py2],[px3,py3]]}, {"bbox_2d": [bx3,by3,bx4,by4], '
+    '"points": [[px4,py4],[px5,py5],[px6,py6]}]</answer>')
+
+# This project's earlier default wording (it states the image size): a named alternative. Checkpoints trained
+# with it saved it beside them, and load it from there.
+DESCRIPTIVE_STAGE1_TEMPLATE = """\
 The first image is a digital map and the second image is a satellite image of the same urban area \
 ({width}x{height} pixels). The map shows place names and land-use colours; the satellite image shows \
 what is on the ground.
@@ -25,7 +50,7 @@ each a bounding box in absolute pixel coordinates of the satellite image:
 Example: <think>The map labels the school in the upper left; its grounds are the block under the \
 label.</think><answer>[{"bbox_2d": [35, 40, 210, 188]}]</answer>"""
 
-STAGE2_TEMPLATE = """\
+DESCRIPTIVE_STAGE2_TEMPLATE = """\
 The first image is the digital map and the second image is the satellite image ({width}x{height} \
 pixels) of the same urban area. Both now show your first answer for "{query}": your boxes are \
 outlined and the mask they produced is shaded.
@@ -38,10 +63,22 @@ list, one object per box, in the same order:
 Example: <think>The shaded mask misses the sports field of the school.</think><answer>\
 [{"bbox_2d": [35, 40, 210, 188], "points": [[80, 90], [150, 140]]}]</answer>"""
 
+STAGE1_TEMPLATE = REFERENCE_STAGE1_TEMPLATE
+STAGE2_TEMPLATE = REFERENCE_STAGE2_TEMPLATE
+PROMPT_STYLES = {
+    "reference": (REFERENCE_STAGE1_TEMPLATE, REFERENCE_STAGE2_TEMPLATE),
+    "descriptive": (DESCRIPTIVE_STAGE1_TEMPLATE, DESCRIPTIVE_STAGE2_TEMPLATE),
+}
+# What stage 2's {boxes} holds: "answer" — the stage-1 completion's raw <answer> content, stripped (the
+# reference; "" without an answer tag) — or "parsed" — the parsed boxes re-serialised (`format_boxes`), what
+# checkpoints saved before this choice existed were trained with.
+STAGE2_BOXES_MODES = ("answer", "parsed")
+
 # Written next to a checkpoint trained with custom templates, so eval and predict prompt it the same way
 PROMPTS_FILE = "socioreasoner_prompts.json"
-STAGE1_FIELDS = ("query", "width", "height")
-STAGE2_FIELDS = ("query", "width", "height", "boxes")
+# (required, optional) fields of each template
+STAGE1_FIELDS = (("query",), ("width", "height"))
+STAGE2_FIELDS = (("query", "boxes"), ("width", "height"))
 _FIELD = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -63,14 +100,26 @@ def check_query(query, where: str = "query") -> str:
     return query.strip()
 
 
-def check_template(template: str, required: tuple[str, ...], name: str = "template") -> None:
-    """Raise if a template lacks a required field or uses an unknown one."""
+def check_template(template: str, fields: tuple[tuple[str, ...], tuple[str, ...]], name: str = "template") -> None:
+    """Raise if a template lacks a required field or uses one that is neither required nor optional."""
+    required, optional = fields
     used = set(_FIELD.findall(template))
     missing = [f for f in required if f not in used]
-    unknown = sorted(used - set(required))
+    unknown = sorted(used - set(required) - set(optional))
     if missing or unknown:
         raise ValueError(f"{name}: missing field(s) {missing}, unknown field(s) {unknown}; "
-                         f"allowed: {list(required)}")
+                         f"required: {list(required)}, optional: {list(optional)}")
+
+
+def read_template(value: str) -> str:
+    """A template given on a command line: the text itself, or `@path` for a file's text (UTF-8)."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: cannot read the template ({type(err).__name__})") from None
+    return value
 
 
 def fill_template(template: str, **fields) -> str:
@@ -96,18 +145,29 @@ def stage1_prompt(query: str, width: int, height: int, template: str = STAGE1_TE
     return _user_turn(fill_template(template, query=query, width=width, height=height))
 
 
-def stage2_prompt(query: str, width: int, height: int, stage1_boxes, template: str = STAGE2_TEMPLATE) -> list[dict]:
-    """Messages for stage 2: the rendered [map, satellite] + the query + the stage-1 boxes."""
-    return _user_turn(fill_template(template, query=query, width=width, height=height,
-                                    boxes=format_boxes(stage1_boxes)))
+def answer_text(completion: str) -> str:
+    """A completion's raw `<answer>` content, stripped; "" without one (the reference's stage-2 {boxes})."""
+    from socioreasoner.parsing import _ANSWER, extract_tag
+
+    answer = extract_tag(completion, _ANSWER)
+    return answer.strip() if answer is not None else ""
 
 
-def save_prompt_templates(directory: str | Path, stage1_template: str, stage2_template: str) -> Path:
-    """Record the templates a checkpoint was trained with in `directory/PROMPTS_FILE`."""
+def stage2_prompt(query: str, width: int, height: int, boxes, template: str = STAGE2_TEMPLATE) -> list[dict]:
+    """Messages for stage 2: the rendered [map, satellite] + the query + the stage-1 boxes — a text used as it is
+    (the raw answer, `answer_text`), or a list of boxes, written with `format_boxes`."""
+    text = boxes if isinstance(boxes, str) else format_boxes(boxes)
+    return _user_turn(fill_template(template, query=query, width=width, height=height, boxes=text))
+
+
+def save_prompt_templates(directory: str | Path, stage1_template: str, stage2_template: str,
+                          stage2_boxes: str = "answer") -> Path:
+    """Record the templates (and the stage-2 {boxes} mode) a checkpoint was trained with in `directory/PROMPTS_FILE`."""
     from socioreasoner.io import atomic_write_json
 
-    return atomic_write_json(Path(directory) / PROMPTS_FILE,
-                             {"stage1_template": stage1_template, "stage2_template": stage2_template})
+    return atomic_write_json(Path(directory) / PROMPTS_FILE, {"stage1_template": stage1_template,
+                                                             "stage2_template": stage2_template,
+                                                             "stage2_boxes": stage2_boxes})
 
 
 def load_prompt_templates(model: str | Path) -> dict[str, str] | None:
@@ -123,4 +183,8 @@ def load_prompt_templates(model: str | Path) -> dict[str, str] | None:
         raise ValueError(f"{path}: expected an object with string fields 'stage1_template' and 'stage2_template'")
     check_template(data["stage1_template"], STAGE1_FIELDS, f"{path}: stage1_template")
     check_template(data["stage2_template"], STAGE2_FIELDS, f"{path}: stage2_template")
-    return {"stage1_template": data["stage1_template"], "stage2_template": data["stage2_template"]}
+    boxes = data.get("stage2_boxes", "parsed")  # files from before the field: trained on re-serialised boxes
+    if boxes not in STAGE2_BOXES_MODES:
+        raise ValueError(f"{path}: stage2_boxes {boxes!r}; expected one of {STAGE2_BOXES_MODES}")
+    return {"stage1_template": data["stage1_template"], "stage2_template": data["stage2_template"],
+            "stage2_boxes": boxes}

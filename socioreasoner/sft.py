@@ -200,7 +200,7 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     trainer.save_model(out_dir)
     processor.save_pretrained(out_dir)
     if settings is not None:
-        save_prompt_templates(out_dir, settings.stage1_template, settings.stage2_template)
+        save_prompt_templates(out_dir, settings.stage1_template, settings.stage2_template, settings.stage2_boxes)
     return Path(out_dir)
 
 

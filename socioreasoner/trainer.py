@@ -74,7 +74,8 @@ class SocioReasonerTrainer(GRPOTrainer):
                  segmenter: SamSegmenter | None = None, eval_dataset=None, **kwargs):
         compact_scoring_on_cpu()
         load_cpu_index_locations()
-        self.settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels)
+        self.settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels,
+                                       args.stage2_boxes)
         self.segmenter = segmenter
         self._embeddings = {}
         reward_funcs = [*STAGE1_REWARDS, *STAGE2_TEXT_REWARDS, Stage2MaskIoU(self._final_mask_ious)]
@@ -92,7 +93,7 @@ class SocioReasonerTrainer(GRPOTrainer):
         """Checkpoints and the final model also record the prompt templates (`PromptSettings.for_model`)."""
         super()._save(output_dir, state_dict=state_dict)
         save_prompt_templates(output_dir or self.args.output_dir, self.settings.stage1_template,
-                              self.settings.stage2_template)
+                              self.settings.stage2_template, self.settings.stage2_boxes)
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)

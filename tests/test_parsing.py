@@ -2,32 +2,67 @@ import pytest
 
 from socioreasoner.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion
 from socioreasoner.prompts import (
+    PROMPT_STYLES,
     STAGE1_FIELDS,
     STAGE1_TEMPLATE,
     STAGE2_FIELDS,
     STAGE2_TEMPLATE,
+    answer_text,
     check_template,
     fill_template,
     stage1_prompt,
     stage2_prompt,
 )
 
+# SPEC, *Reference parity*: the reference code's prompts, as its code builds them for query "school" and the
+# stage-1 answer below (written out here, not derived from our templates)
+REFERENCE_STAGE1_SCHOOL = (
+    "You will be given two images. The first is a map and the second is a corresponding satellite image.Please "
+    "find 'school' with bboxs.Compare the difference between object(s) and find the most closely matched "
+    "object(s).Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    "Please use English.Output the bbox(es) in JSON format.i.e., <think>thinking process here </think><answer>"
+    '[{"bbox_2d": [bx1,by1,bx2,by2]}, {"bbox_2d": [bx3,by3,bx4,by4]}]</answer>')
+REFERENCE_STAGE2_SCHOOL = (
+    "You will be given two images. The first is a map and the second is a corresponding satellite image.Now some "
+    'bbox(s) and the results after SAM segmentation for "school" have been rendered on these two images.The found '
+    'bbox(s) are: [{"bbox_2d": [10.5,20,300,41]}].Please add some points appropriately to each bbox to better '
+    "represent the area of interest.Output the thinking process in <think> </think> and final answer in <answer> "
+    "</answer> tags.i.e., <think> thinking process here </think><answer>[{\"bbox_2d\": [bx1,by1,bx2,by2], "
+    '"points": [[px1,py1],[px2,py2],[px3,py3]]}, {"bbox_2d": [bx3,by3,bx4,by4], "points": '
+    "[[px4,py4],[px5,py5],[px6,py6]}]</answer>")
+STAGE1_COMPLETION = '<think>the map</think><answer>\n [{"bbox_2d": [10.5,20,300,41]}] \n</answer>'
 
-def test_stage1_prompt_has_two_images_map_first_and_the_query():
-    messages = stage1_prompt("Jinan Zoo", 756, 756)
+
+def test_default_prompts_are_the_reference_text():
+    messages = stage1_prompt("school", 756, 756)
     content = messages[0]["content"]
-    assert [c["type"] for c in content] == ["image", "image", "text"]
-    text = content[2]["text"]
+    assert [c["type"] for c in content] == ["image", "image", "text"]  # map first, then the satellite
+    assert content[2]["text"] == REFERENCE_STAGE1_SCHOOL
+    # stage 2 quotes the stage-1 answer's raw text (stripped), not a re-serialisation of the parsed boxes
+    text = stage2_prompt("school", 756, 756, answer_text(STAGE1_COMPLETION))[0]["content"][2]["text"]
+    assert text == REFERENCE_STAGE2_SCHOOL
+    assert answer_text("<think>no answer</think>") == ""
+
+
+def test_chat_template_renders_the_reference_layout(tiny_models):
+    """System prompt (Qwen's default), image tokens, text: byte for byte what the reference's processor renders."""
+    from socioreasoner.qwen_processor import load_qwen_processor
+
+    processor = load_qwen_processor(str(tiny_models["qwen2_5_vl"]))
+    images = "<|vision_start|><|image_pad|><|vision_end|>" * 2
+    for messages, text in ((stage1_prompt("school", 756, 756), REFERENCE_STAGE1_SCHOOL),
+                           (stage2_prompt("school", 756, 756, answer_text(STAGE1_COMPLETION)), REFERENCE_STAGE2_SCHOOL)):
+        rendered = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert rendered == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                            f"{images}{text}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_the_descriptive_templates_remain_a_named_alternative():
+    stage1, stage2 = PROMPT_STYLES["descriptive"]
+    text = stage1_prompt("Jinan Zoo", 756, 756, stage1)[0]["content"][2]["text"]
     assert '"Jinan Zoo"' in text and "756x756" in text
-    assert text.index("first image is a digital map") < text.index("second image is a satellite")
-    for must in ("<think>", "</think>", "<answer>", "</answer>", '{"bbox_2d": [x1, y1, x2, y2]}'):
-        assert must in text
-
-
-def test_stage2_prompt_states_stage1_boxes_and_points_schema():
-    text = stage2_prompt("school", 224, 196, [[10.4, 20, 30, 40.6], [1, 2, 3, 4]])[0]["content"][2]["text"]
-    assert '[{"bbox_2d": [10, 20, 30, 41]}, {"bbox_2d": [1, 2, 3, 4]}]' in text
-    assert '"points": [[x, y], [x, y]]' in text and "224x196" in text
+    text = stage2_prompt("school", 224, 196, [[10.4, 20, 30, 40.6], [1, 2, 3, 4]], stage2)[0]["content"][2]["text"]
+    assert '[{"bbox_2d": [10, 20, 30, 41]}, {"bbox_2d": [1, 2, 3, 4]}]' in text and "224x196" in text
 
 
 def test_templates_are_overridable_and_checked():
@@ -36,10 +71,13 @@ def test_templates_are_overridable_and_checked():
     custom = 'Segment {query} ({width}x{height}); answer like {"bbox_2d": [..]}'
     assert stage1_prompt("park", 10, 20, template=custom)[0]["content"][2]["text"] == \
         'Segment park (10x20); answer like {"bbox_2d": [..]}'
+    check_template("find {query}", STAGE1_FIELDS)  # width / height are optional
     with pytest.raises(ValueError, match="boxes"):
         check_template("{query} {width} {height}", STAGE2_FIELDS)
     with pytest.raises(ValueError, match="colour"):
         check_template("{query} {width} {height} {colour}", STAGE1_FIELDS)
+    with pytest.raises(ValueError, match="query"):
+        check_template("find it", STAGE1_FIELDS)
     assert fill_template("{a} {b}", a=1) == "1 {b}"
 
 
@@ -102,7 +140,7 @@ def test_prompt_templates_saved_with_a_checkpoint_are_used_for_it(tmp_path):
     assert PromptSettings.for_model("Qwen/Qwen2.5-VL-3B-Instruct").stage1_template == STAGE1_TEMPLATE
 
     (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": "{query}", "stage2_template": "x"}')
-    with pytest.raises(ValueError, match="stage1_template: missing field"):
+    with pytest.raises(ValueError, match="stage2_template: missing field"):
         load_prompt_templates(tmp_path)
     (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": 3}')
     with pytest.raises(ValueError, match="string fields"):
@@ -110,3 +148,25 @@ def test_prompt_templates_saved_with_a_checkpoint_are_used_for_it(tmp_path):
     (tmp_path / PROMPTS_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_prompt_templates(tmp_path)
+
+
+def test_stage_transition_quotes_the_raw_answer_or_the_parsed_boxes(toy_city, tmp_path):
+    from socioreasoner.data import load_socioseg
+    from socioreasoner.grabcut import GrabCutSegmenter
+    from socioreasoner.pipeline import PromptSettings, Sample, stage_transition
+    from socioreasoner.prompts import PROMPTS_FILE, load_prompt_templates, save_prompt_templates
+
+    row = load_socioseg(str(toy_city), "val")[0]
+    completion = '<think>x</think><answer> [{"bbox_2d": [10.5, 20, 60, 41]}]</answer>'
+    segmenter = GrabCutSegmenter()
+    for mode, quoted in (("answer", '[{"bbox_2d": [10.5, 20, 60, 41]}]'), ("parsed", '[{"bbox_2d": [10, 20, 60, 41]}]')):
+        settings = PromptSettings(max_pixels=160 * 160, stage2_boxes=mode)
+        sample = Sample.from_images(row["problem"], row["map_image"], row["sat_image"], settings)
+        embedding = segmenter.encode([sample.sat_image])[0]
+        result = stage_transition(segmenter, embedding, sample, [completion], settings)[0]
+        assert f"The found bbox(s) are: {quoted}." in result.messages[0]["content"][2]["text"], mode
+    # the mode is saved beside a checkpoint; a file from before it existed means "parsed" (how it was trained)
+    save_prompt_templates(tmp_path, STAGE1_TEMPLATE, STAGE2_TEMPLATE, "answer")
+    assert load_prompt_templates(tmp_path)["stage2_boxes"] == "answer"
+    (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": "{query}", "stage2_template": "{query} {boxes}"}')
+    assert load_prompt_templates(tmp_path)["stage2_boxes"] == "parsed"

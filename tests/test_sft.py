@@ -4,7 +4,7 @@ import pytest
 from socioreasoner.data import load_socioseg
 from socioreasoner.parsing import parse_completion
 from socioreasoner.pipeline import PromptSettings
-from socioreasoner.prompts import format_boxes
+from socioreasoner.prompts import answer_text, format_boxes
 from socioreasoner.rewards import points_reward, stage1_rewards, stage2_format_reward
 from socioreasoner.sft import component_points, sft_examples
 
@@ -24,7 +24,8 @@ def test_sft_targets_earn_full_rewards(toy_city):
         assert stage2_format_reward(target2, boxes) == 2.0
         assert points_reward([len(o.points) for o in parse_completion(target2).objects]) > 0.6
         assert len(s1["images"]) == len(s2["images"]) == 2
-        assert "first-stage boxes" in s2["prompt"][0]["content"][2]["text"]
+        # the stage-2 prompt quotes the stage-1 target's answer as a rollout would (the reference's raw text)
+        assert f"The found bbox(s) are: {answer_text(target1)}." in s2["prompt"][0]["content"][2]["text"]
     assert len(sft_examples(ds, settings, stages=(1,))) == len(ds)
     assert len(sft_examples(ds, settings, stage2_fraction=0.0)) == len(ds)
     with pytest.raises(ValueError, match="stage2_fraction"):
