@@ -45,7 +45,7 @@ for check in $checks; do
         recipes/train.py --config recipes/socioreasoner_3b_4gpu_zero3.yaml \
         --model_name_or_path "$smoke_dir/qwen2_5_vl_3b" --sam_model "$smoke_dir/sam2_hiera_large" \
         --dataset "$smoke_dir/toy768" --output_dir "$smoke_dir/zero3_run" --attn_implementation sdpa \
-        --use_vllm false --max_steps 1 --gradient_accumulation_steps 1 --steps_per_generation 1 \
+        --use_vllm false --max_steps 1 --per_device_train_batch_size 8 --gradient_accumulation_steps 1 --steps_per_generation 1 \
         --max_completion_length 128 --save_strategy no --report_to none 2>&1 | tee "$out/zero3_3b.log" | tail -40
       first_log zero3_3b "$smoke_dir/zero3_run/trainer_state.json" ;;
     lora_3b)
@@ -56,7 +56,7 @@ for check in $checks; do
         recipes/train.py --config recipes/socioreasoner_3b_1gpu_lora.yaml \
         --model_name_or_path "$smoke_dir/qwen2_5_vl_3b" --sam_model "$smoke_dir/sam2_hiera_large" \
         --dataset "$smoke_dir/toy768" --output_dir "$smoke_dir/lora_run" \
-        --use_vllm false --max_steps 1 --gradient_accumulation_steps 1 --steps_per_generation 1 \
+        --use_vllm false --max_steps 1 --per_device_train_batch_size 8 --gradient_accumulation_steps 1 --steps_per_generation 1 \
         --max_completion_length 128 --save_strategy no --report_to none --log_completions false \
         2>&1 | tee "$out/lora_3b.log" | tail -40
       first_log lora_3b "$smoke_dir/lora_run/trainer_state.json"

@@ -163,3 +163,31 @@ def test_two_processes_train_with_groups_across_processes_and_resume(sft_policy,
     launch(*common, "--resume_from_checkpoint", "true", accelerate_config="cpu_2proc.yaml")
     resumed = load_file(out / "model.safetensors")
     assert all(torch.equal(final[k], resumed[k]) for k in final), "the two-process resume diverged"
+
+
+@pytest.mark.slow
+def test_reference_schedule_takes_several_optimiser_steps_per_generation_batch(sft_policy, tiny_models, toy_city,
+                                                                              tmp_path):
+    """The reference's update structure with TRL's knobs (as in the GPU recipes): steps_per_generation 4 over
+    gradient_accumulation_steps 2 -> each generation batch (4 prompts x G 4) trains in 2 optimiser steps; old
+    log-probs come from the generation pass, so on the second step the PPO ratio moves off 1 and the clip acts
+    (TRL logs the clipped fraction: exactly 0 on the first step of a batch, where the ratio is 1)."""
+    out = tmp_path / "schedule"
+    launch("--model_name_or_path", str(sft_policy), "--sam_model", str(tiny_models["sam2"]), "--dataset",
+           str(toy_city), "--output_dir", str(out), "--freeze_vision_tower", "true", "--max_steps", "4",
+           "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--steps_per_generation", "4",
+           "--learning_rate", "2e-2", "--lr_scheduler_type", "linear", "--use_bias_correction_kl", "false",
+           "--save_strategy", "no", "--log_rollouts", "true", "--report_to", "none")
+    logs = [h for h in history(out) if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2, 3, 4]
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    generated_at = sorted({r["step"] for r in rollouts})
+    assert generated_at == [1, 3]  # one generation batch per two optimiser steps
+    assert all(sum(1 for r in rollouts if r["step"] == s and r["stage"] == stage) == 16
+               for s in generated_at for stage in (1, 2))
+    first, second = [logs[i]["clip_ratio/region_mean"] for i in (0, 2)], [logs[i]["clip_ratio/region_mean"]
+                                                                         for i in (1, 3)]
+    assert first == [0.0, 0.0]           # the ratio is exactly 1 on a batch's first step
+    assert max(second) > 0               # and not on the later one: the clip acts
+    rates = [h["learning_rate"] for h in logs]
+    assert rates == sorted(rates, reverse=True) and rates[0] > rates[-1]  # linear decay
