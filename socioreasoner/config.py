@@ -8,14 +8,8 @@ from trl import GRPOConfig
 
 from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioreasoner.metrics import check_empty_rule
-from socioreasoner.prompts import (
-    STAGE1_FIELDS,
-    STAGE1_TEMPLATE,
-    STAGE2_BOXES_MODES,
-    STAGE2_FIELDS,
-    STAGE2_TEMPLATE,
-    check_template,
-)
+from socioreasoner.pipeline import PromptSettings
+from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
 
 STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
 STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
@@ -50,10 +44,8 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "Weights of stage-2 format, points, mask IoU rewards."})
 
     def __post_init__(self):
-        check_template(self.stage1_template, STAGE1_FIELDS, "stage1_template")
-        check_template(self.stage2_template, STAGE2_FIELDS, "stage2_template")
-        if self.stage2_boxes not in STAGE2_BOXES_MODES:
-            raise ValueError(f"stage2_boxes {self.stage2_boxes!r}: expected one of {STAGE2_BOXES_MODES}")
+        # the templates and the {boxes} mode, checked by the object the trainer builds from them
+        PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes)
         check_empty_rule(self.empty_rule)
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")

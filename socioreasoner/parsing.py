@@ -20,7 +20,7 @@ MAX_POINTS = 16
 MAX_ANSWER_CHARS = 200_000  # far above any sane answer; bounds the JSON work per completion
 
 _THINK = ("<think>", "</think>")
-_ANSWER = ("<answer>", "</answer>")
+ANSWER_TAGS = _ANSWER = ("<answer>", "</answer>")
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 # what the JSON parser can raise on hostile text: malformed (JSONDecodeError is a ValueError), an integer past
 # Python's int-string limit (ValueError), nesting past the recursion limit

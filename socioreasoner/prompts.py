@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+from socioreasoner.parsing import ANSWER_TAGS, extract_tag
+
 # The reference code's prompts (AMAP-ML/SocioReasoner at 7ba0c65; SPEC, *Reference parity*), character for
 # character: sentences joined without spaces, the stage-2 example's missing `]`, its space before "thinking",
 # "Please use English." in stage 1 only. The released checkpoint was trained on exactly this text.
@@ -147,9 +149,7 @@ def stage1_prompt(query: str, width: int, height: int, template: str = STAGE1_TE
 
 def answer_text(completion: str) -> str:
     """A completion's raw `<answer>` content, stripped; "" without one (the reference's stage-2 {boxes})."""
-    from socioreasoner.parsing import _ANSWER, extract_tag
-
-    answer = extract_tag(completion, _ANSWER)
+    answer = extract_tag(completion, ANSWER_TAGS)
     return answer.strip() if answer is not None else ""
 
 

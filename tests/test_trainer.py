@@ -37,6 +37,11 @@ def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
         SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, vllm_mode="server")
     with pytest.raises(ValueError, match="stage2_template"):
         SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_template="{query}")
+    with pytest.raises(ValueError, match="stage2_boxes"):
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_boxes="raw")
+    with pytest.raises(ValueError, match="save_steps=3"):  # between generation batches only (resume exactness)
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=8,
+                            num_generations=4, gradient_accumulation_steps=2, steps_per_generation=4, save_steps=3)
 
 
 def test_train_script_takes_the_templates_the_starting_checkpoint_saved(train_script, tmp_path):
