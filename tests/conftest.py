@@ -26,15 +26,23 @@ def toy_city(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sft_policy(tiny_models, toy_city, tmp_path_factory):
-    """A tiny policy warm-started on the answer format, so GRPO sees rewards that vary."""
+    """A tiny policy warm-started on the answer format, so GRPO sees rewards that vary.
+
+    It is taught with the descriptive prompt pair (saved with it, so training and evaluation use it too): the
+    100-step budget below was sized for it, and with the reference pair a 2-layer random policy's sampled
+    completions all earned the same reward in the first GRPO steps (reward_std 0). The reference prompts are
+    tested by their own tests (exact text, chat-template rendering, predict/evaluate defaults)."""
     from socioreasoner.data import load_socioseg
     from socioreasoner.pipeline import PromptSettings
+    from socioreasoner.prompts import PROMPT_STYLES
     from socioreasoner.sft import run_sft, sft_examples
 
+    stage1, stage2 = PROMPT_STYLES["descriptive"]
+    settings = PromptSettings(stage1, stage2, max_pixels=50176)
     # stage-1 targets only, 100 steps: a margin over the ~60 at which sampled completions start to follow the format
-    examples = sft_examples(load_socioseg(str(toy_city), "train"), PromptSettings(max_pixels=50176), stages=(1,))
+    examples = sft_examples(load_socioseg(str(toy_city), "train"), settings, stages=(1,))
     return run_sft(str(tiny_models["qwen2_5_vl"]), examples, str(tmp_path_factory.mktemp("sft")), max_steps=100,
-                   learning_rate=1e-2)
+                   learning_rate=1e-2, settings=settings)
 
 
 @pytest.fixture(scope="session")
