@@ -26,7 +26,7 @@ test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.demo --out runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.demo --out runs/demo $(ARGS)
 
 lint: install
 	$(BIN)/ruff check socioreasoner tests benchmarks recipes

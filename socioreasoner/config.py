@@ -10,6 +10,7 @@ from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioreasoner.metrics import check_empty_rule
 from socioreasoner.pipeline import PromptSettings
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
+from socioreasoner.rewards import GT_BOX_FRAMES
 
 STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
 STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
@@ -30,6 +31,13 @@ class SocioReasonerConfig(GRPOConfig):
     stage2_boxes: str = field(default="answer", metadata={
         "help": "Stage 2's {boxes}: 'answer' (the stage-1 completion's raw <answer> text, as the reference) or "
                 "'parsed' (the parsed boxes re-serialised)."})
+    lenient_parse: bool = field(default=False, metadata={
+        "help": "SAM2's prompts (and the draft's boxes) from the lenient parser: single quotes, code fences, "
+                "number strings, clipping. Rewards always parse strictly, as the reference."})
+    gt_box_frame: str = field(default="reference", metadata={
+        "help": "GT boxes of the stage-1 rewards: 'reference' ([x, y, x+w, y+h] on the original mask, compared "
+                "with answers in the model's frame as the reference does) or 'model' (mapped into the model's "
+                "frame: the corrected convention)."})
     min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Qwen frame: smart_resize min pixels."})
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Qwen frame: smart_resize max pixels."})
     empty_rule: str = field(default="zero", metadata={
@@ -47,6 +55,8 @@ class SocioReasonerConfig(GRPOConfig):
         # the templates and the {boxes} mode, checked by the object the trainer builds from them
         PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes)
         check_empty_rule(self.empty_rule)
+        if self.gt_box_frame not in GT_BOX_FRAMES:
+            raise ValueError(f"gt_box_frame {self.gt_box_frame!r}: expected one of {GT_BOX_FRAMES}")
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
         if self.reward_weights is None:

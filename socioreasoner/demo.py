@@ -66,6 +66,9 @@ class DemoSettings:
     grpo_steps: int = 20
     grpo_lr: float = 1e-4  # 3e-4 and 5e-4 cost stage 1 more of its reading (docs/toy_learnability.md, session 5)
     grpo_beta: float = 0.04  # a firmer KL anchor than the recipe's 0.005: the map-reading skill is fragile
+    # optimiser steps per generation batch: 1 (each batch of 2 prompts x G trained once, the ratio is 1); k > 1 is
+    # the reference's PPO-style structure: k x 2 prompts generated at once, trained in k steps (the clip acts)
+    grpo_steps_per_generation: int = 1
     max_new_tokens: int = 128  # a two-object stage-2 answer is 119 tokens
     seed: int = 0
 
@@ -197,7 +200,8 @@ def grpo_command(model: Path, city: Path, output_dir: Path, settings: DemoSettin
             str(settings.grpo_steps), "--max_pixels", str(settings.max_pixels), "--max_completion_length",
             str(settings.max_new_tokens), "--save_strategy", "no", "--seed", str(settings.seed),
             "--learning_rate", str(settings.grpo_lr), "--beta", str(settings.grpo_beta),
-            "--freeze_vision_tower", "true", *overrides]
+            "--freeze_vision_tower", "true", "--steps_per_generation", str(settings.grpo_steps_per_generation),
+            *overrides]
 
 
 def evaluate_on_val(model: str, city: Path, out: Path, settings: DemoSettings, device: str = "cpu",
@@ -269,9 +273,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--quick", action="store_true", help="a few steps of each phase (for tests)")
+    parser.add_argument("--grpo-steps-per-generation", type=int, default=1,
+                        help="optimiser steps per GRPO generation batch (>1: the reference's PPO-style schedule)")
     args = parser.parse_args(argv)
+    if args.grpo_steps_per_generation < 1:
+        parser.error("--grpo-steps-per-generation: expected a positive integer")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = DemoSettings.quick() if args.quick else DemoSettings()
+    settings.grpo_steps_per_generation = args.grpo_steps_per_generation
     report = demo(Path(args.out), settings)
     print(report_markdown(report))
     print(f"report: {args.out}/report.md, {args.out}/report.json, curves: {args.out}/curves.png, "

@@ -51,11 +51,11 @@ from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.prompts import read_template
 from socioreasoner.render import side_by_side
 from socioreasoner.rewards import (
-    box_accuracy_reward,
-    count_reward,
-    points_reward,
-    stage1_format_reward,
+    GT_BOX_FRAMES,
+    reward_gt_boxes,
+    stage1_rewards,
     stage2_format_reward,
+    stage2_points_reward,
 )
 from socioreasoner.segmenter import DEFAULT_SAM2
 
@@ -68,34 +68,35 @@ DEFAULTS = {
     "max_pixels": PromptSettings.max_pixels, "levels": None, "overwrite": False, "grid_size": 4, "seed": 0,
     "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS, "top_p": None, "top_k": None, "greedy": False,
     "stage1_template": None, "stage2_template": None,  # None: the model's saved templates, else the reference's
+    "lenient_parse": False, "gt_box_frame": "reference",
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
-                   "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed", "prompts")
+                   "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed", "prompts", "parse",
+                   "gt_box_frame")
 SETTINGS_FILE = "eval_settings.json"
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
               "stage2_format", "stage2_points", "seconds"]
 
 
-def sample_record(row: dict, prediction, empty_rule: str) -> dict:
-    """Everything the report needs about one sample, as a flat JSON record."""
+def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "reference") -> dict:
+    """Everything the report needs about one sample, as a flat JSON record; the reward components are the
+    training rewards' (strict, as the reference), whatever parse gave SAM2 its prompts."""
     gt = mask_to_array(row["mask_label"])
     inter, union = intersection_union(prediction.final.mask, gt)
     s1_inter, s1_union = intersection_union(prediction.stage1.mask, gt)
-    frame = prediction.sample.frame
-    gt_boxes = [frame.box_to_resized(b) for b in row["gt_boxes"]]
+    gt_boxes = reward_gt_boxes(row["gt_boxes"], prediction.sample.frame, gt_box_frame)
     stage1_boxes = prediction.stage1.boxes
+    stage1 = stage1_rewards(prediction.stage1_text, gt_boxes)
     return {
         "id": row["id"], "level": row["level"], "problem": row["problem"],
         "iou": iou_from_counts(inter, union, empty_rule), "stage1_iou": iou_from_counts(s1_inter, s1_union, empty_rule),
         "intersection": inter, "union": union, "stage1_intersection": s1_inter, "stage1_union": s1_union,
         "num_gt": len(gt_boxes), "num_stage1": len(stage1_boxes), "num_final": len(prediction.final.parsed.objects),
-        "stage1_format": stage1_format_reward(prediction.stage1_text),
-        "stage1_count": count_reward(len(stage1_boxes), len(gt_boxes)),
-        "stage1_box": box_accuracy_reward(stage1_boxes, gt_boxes),
-        "stage2_format": stage2_format_reward(prediction.stage2_text, stage1_boxes),
-        "stage2_points": points_reward([len(o.points) for o in prediction.final.parsed.objects]),
+        "stage1_format": stage1["format"], "stage1_count": stage1["count"], "stage1_box": stage1["box"],
+        "stage2_format": stage2_format_reward(prediction.stage2_text, prediction.stage1.answer),
+        "stage2_points": stage2_points_reward(prediction.stage2_text),
         "seconds": prediction.timings["total_s"],
         "stage1_text": prediction.stage1_text, "stage2_text": prediction.stage2_text,
         "stage1_boxes": prediction.stage1.boxes_original, "final_objects": prediction.final.objects_original,
@@ -189,6 +190,8 @@ def check_config(config: dict) -> None:
         if not isinstance(config[key], int) or config[key] < 28 * 28:
             raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected an integer of at least 784")
     check_empty_rule(config["empty_rule"])
+    if config["gt_box_frame"] not in GT_BOX_FRAMES:
+        raise ValueError(f"--gt-box-frame {config['gt_box_frame']!r}: expected one of {GT_BOX_FRAMES}")
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -237,7 +240,9 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     settings = PromptSettings.for_model(
         config["model"], min_pixels=config["min_pixels"], max_pixels=config["max_pixels"],
         stage1_template=config["stage1_template"] and read_template(config["stage1_template"]),
-        stage2_template=config["stage2_template"] and read_template(config["stage2_template"]))
+        stage2_template=config["stage2_template"] and read_template(config["stage2_template"]),
+        lenient_parse=bool(config["lenient_parse"]))
+    config["parse"] = settings.parse
     config["prompts"] = {"stage1_template": settings.stage1_template, "stage2_template": settings.stage2_template,
                          "stage2_boxes": settings.stage2_boxes}
     out = Path(config["out"])
@@ -264,7 +269,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
         rows = [dataset[i] for i in todo[start:start + config["batch_size"]]]
         samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], settings) for r in rows]
         for row, prediction in zip(rows, predictor.predict(samples)):
-            record = sample_record(row, prediction, config["empty_rule"])
+            record = sample_record(row, prediction, config["empty_rule"], config["gt_box_frame"])
             atomic_save_image(out / record["mask_file"], mask_image(prediction.final.mask))
             append_jsonl(journal, record)
             ious.append(record["iou"])
@@ -278,7 +283,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "split": config["split"], "out": str(out), "empty_rule": config["empty_rule"],
             "num_samples": len(records), "skipped_invalid": skipped_invalid(dataset),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
-            "decoding": decoding(config), "prompts": config["prompts"],
+            "decoding": decoding(config), "prompts": config["prompts"], "parse": config["parse"],
+            "gt_box_frame": config["gt_box_frame"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
     atomic_write_json(out / "metrics.json", report)
@@ -316,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage1-template", help="stage-1 prompt template, or @file (default: the model's saved "
                         "one, else the reference's)")
     parser.add_argument("--stage2-template", help="stage-2 prompt template, or @file")
+    parser.add_argument("--lenient-parse", action="store_true", default=None,
+                        help="give SAM2 the boxes and points of the lenient parser (single quotes, code fences, "
+                             "number strings; clipped) instead of the reference's strict JSON parse; recorded in "
+                             "metrics.json as parse")
+    parser.add_argument("--gt-box-frame", choices=list(GT_BOX_FRAMES),
+                        help="GT boxes of the stage-1 reward columns: reference (default) or model")
     parser.add_argument("--skip-invalid", action="store_true", default=None,
                         help="skip invalid samples (counted in metrics.json) instead of stopping at the first")
     parser.add_argument("--max-image-pixels", type=int,

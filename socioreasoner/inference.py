@@ -112,7 +112,7 @@ class Predictor:
         t2 = time.perf_counter()
         stage2_texts = self.generate([with_images(r.messages, [r.map_draft, r.sat_draft]) for r in stage1])
         t3 = time.perf_counter()
-        finals = [final_masks(self.segmenter, emb, s, [text])[0]
+        finals = [final_masks(self.segmenter, emb, s, [text], self.settings)[0]
                   for s, emb, text in zip(samples, embeddings, stage2_texts)]
         t4 = time.perf_counter()
         per_sample = 1 / len(samples)

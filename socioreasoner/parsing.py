@@ -1,11 +1,19 @@
 """Reading a model completion: think text, answer text, and the objects it names.
 
-`parse_completion` is lenient, for real model output: surrounding whitespace or code fences,
-single quotes, trailing commas, numbers written as strings, a single object instead of a list.
-It never evaluates code, and it caps what a completion can make us allocate: at most
-`MAX_OBJECTS` objects and `MAX_POINTS` points per object, coordinates finite and clipped to
-the image, reversed corners put in order. Rewards judge format on the raw text separately
-(`strict_answer_json`), so leniency here never earns format reward.
+Two readings, as in SPEC *Reference parity*:
+
+- strict (`parse_strict`, the default everywhere): the first `<answer>` block, stripped, through
+  `json.loads`, and the reference's rule for SAM2 prompts — dict items with a 4-element
+  `bbox_2d` and `points` whose items give `[p[0], p[1]]`, raw numbers (no clipping, no corner
+  sorting); anything else is skipped. Rewards (`socioreasoner.rewards`) read the same answer text
+  with their own per-component rules.
+- lenient (`parse_completion`, opt-in: `lenient_parse`, `--lenient-parse`): surrounding code
+  fences, single quotes, trailing commas, numbers written as strings, a single object instead of
+  a list; coordinates clipped to the image and reversed corners put in order. For a user who wants
+  a mask from a sloppy answer; it never earns reward.
+
+Both never evaluate code and cap what a completion can make us allocate: at most `MAX_OBJECTS`
+objects and `MAX_POINTS` points per object, at most `MAX_ANSWER_CHARS` of answer text.
 """
 
 from __future__ import annotations
@@ -58,15 +66,107 @@ def extract_tag(text: str, tag: tuple[str, str]) -> str | None:
     return text[start + len(opening):end] if end >= 0 else None
 
 
-def strict_answer_json(text: str):
-    """The answer block parsed as strict JSON, or None (no block, or not JSON)."""
+def answer_block(text: str) -> str | None:
+    """The first `<answer>` block's content, stripped (the reference's `<answer>\\s*(.*?)\\s*</answer>` group);
+    None without a closed block."""
     answer = extract_tag(text, _ANSWER)
-    if answer is None or len(answer) > MAX_ANSWER_CHARS:
-        return None
+    return None if answer is None else answer.strip()
+
+
+def loads_strict(text: str) -> tuple[bool, object]:
+    """(True, value) when `text` is JSON to Python's `json.loads` (which the reference uses: NaN and
+    Infinity included), else (False, None). Text past `MAX_ANSWER_CHARS` is refused unread."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return False, None
     try:
-        return json.loads(answer)
+        return True, json.loads(text)
     except JSON_ERRORS:
-        return None
+        return False, None
+
+
+def answer_json(text: str) -> tuple[bool, object]:
+    """The first answer block through `loads_strict`; (False, None) without a block."""
+    answer = answer_block(text)
+    return (False, None) if answer is None else loads_strict(answer)
+
+
+def _is_real(value) -> bool:
+    """A finite JSON number (a bool counts, as numpy reads it: 0 or 1)."""
+    if not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range
+        return False
+
+
+def _strict_points(raw) -> list[list[float]] | None:
+    """The reference's `[[p[0], p[1]] for p in points]`, numbers only; None when any item fails (the reference
+    then drops the whole object: its list comprehension raises, or SAM2 rejects the prompt)."""
+    if not isinstance(raw, (list, str, dict)):
+        return None  # iterating a number raises
+    points = []
+    for item in raw:
+        if not isinstance(item, (list, str)) or len(item) < 2 or not (_is_real(item[0]) and _is_real(item[1])):
+            return None
+        points.append([float(item[0]), float(item[1])])
+    return points
+
+
+def strict_objects(text: str) -> tuple[list[ParsedObject], str | None]:
+    """SAM2's prompts as the reference reads them from a completion, and why there are none (or None).
+
+    The answer must be a JSON list; each item that is a dict with `bbox_2d` a list of 4 finite numbers, and
+    `points` (optional) a list of points of at least 2 numbers each, is one object (box and `[x, y]` points as
+    written, not clipped or sorted). Other items are skipped, as the reference skips them."""
+    ok, data = answer_json(text)
+    if not ok:
+        return [], "no <answer> block" if answer_block(text) is None else "answer is not JSON"
+    if not isinstance(data, list):
+        return [], "answer is not a JSON list"
+    objects = []
+    for item in data:
+        if len(objects) >= MAX_OBJECTS:
+            break
+        if not isinstance(item, dict):
+            continue
+        box, points = item.get("bbox_2d", []), _strict_points(item.get("points", []))
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_real(v) for v in box) or points is None:
+            continue
+        objects.append(ParsedObject(box=[float(v) for v in box], points=points[:MAX_POINTS]))
+    return objects, None
+
+
+def parse_strict(text: str) -> ParsedCompletion:
+    """Think text, answer text and the reference's SAM2 objects of a completion (`strict_objects`)."""
+    objects, error = strict_objects(text)
+    return ParsedCompletion(extract_tag(text, _THINK), answer_block(text), objects, error=error)
+
+
+def draft_boxes(answer: str) -> list:
+    """The boxes the reference draws on the stage-2 draft, from the stage-1 answer text: `json.loads` of it;
+    for a list, the `bbox_2d` of each dict item that has one of length 4 — and none at all when some item's
+    `bbox_2d` has no length (the reference's `len()` raises and it drops every box). Values as written:
+    `render.draw_boxes` skips what PIL cannot draw."""
+    ok, data = loads_strict(answer)
+    if not ok or not isinstance(data, list):
+        return []
+    boxes = []
+    for item in data:
+        if isinstance(item, dict) and "bbox_2d" in item:
+            box = item["bbox_2d"]
+            if not isinstance(box, (list, dict, str)):
+                return []
+            if len(box) == 4:
+                boxes.append(box)
+    return boxes[:MAX_OBJECTS]
+
+
+def parse_for_sam(text: str, width: int | None = None, height: int | None = None,
+                  lenient: bool = False) -> ParsedCompletion:
+    """The objects SAM2 gets from a completion: `parse_strict` (the reference), or `parse_completion` with
+    `lenient` (coordinates clipped to width x height)."""
+    return parse_completion(text, width, height) if lenient else parse_strict(text)
 
 
 def _strip_fence(text: str) -> str:

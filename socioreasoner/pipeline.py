@@ -4,6 +4,9 @@
             --stage_transition (parse boxes -> SAM2 -> render draft -> stage2_prompt)-->
             stage-2 completion(s) --final_masks (parse boxes + points -> SAM2)--> final masks
 
+SAM2's prompts come from the strict parse (`parsing.parse_strict`, the reference's), or the lenient
+one with `PromptSettings.lenient_parse`; the draft's boxes likewise (`parsing.draft_boxes`).
+
 Coordinates: completions live in the Qwen frame (`QwenFrame`); SAM2 and masks in the original
 satellite frame. Everything here is generation-free: who generates (TRL's HF `generate` or
 vLLM in training, `generate` in predict/eval) is the caller's business.
@@ -18,7 +21,7 @@ from PIL import Image
 
 from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFrame
 from socioreasoner.images import to_rgb
-from socioreasoner.parsing import ParsedCompletion, parse_completion
+from socioreasoner.parsing import ParsedCompletion, draft_boxes, parse_for_sam
 from socioreasoner.prompts import (
     STAGE1_FIELDS,
     STAGE1_TEMPLATE,
@@ -45,6 +48,12 @@ class PromptSettings:
     min_pixels: int = DEFAULT_MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS
     stage2_boxes: str = "answer"  # what stage 2's {boxes} holds (`prompts.STAGE2_BOXES_MODES`)
+    lenient_parse: bool = False   # SAM2 prompts and draft boxes from the lenient parser (not the reference's)
+
+    @property
+    def parse(self) -> str:
+        """Which reading of a completion gives SAM2 its prompts (recorded with outputs)."""
+        return "lenient" if self.lenient_parse else "strict"
 
     def __post_init__(self):
         check_template(self.stage1_template, STAGE1_FIELDS, "stage1_template")
@@ -93,11 +102,12 @@ class Stage1Result:
     """A stage-1 completion carried into stage 2."""
 
     parsed: ParsedCompletion
-    boxes: list[list[float]]            # Qwen frame, as the model wrote them (clipped)
+    boxes: list[list[float]]            # Qwen frame, SAM2's box prompts (raw with the strict parse)
     boxes_original: list[list[float]]   # original frame, given to SAM2
     mask: np.ndarray                    # stage-1 mask, original frame
     map_draft: Image.Image              # Qwen-frame map with the draft drawn on it
     sat_draft: Image.Image
+    answer: str = ""                    # the raw answer text (stage 2's format reward compares with it)
     messages: list[dict] = field(default_factory=list)  # the stage-2 prompt
 
 
@@ -113,18 +123,20 @@ def stage_transition(segmenter: SamSegmenter, embedding: ImageEmbedding, sample:
     """Stage-1 completions of one sample -> boxes -> SAM2 (one batched decode) -> drafts -> stage-2 prompts."""
     settings = settings or PromptSettings()
     frame = sample.frame
-    parsed = [parse_completion(text, frame.w, frame.h) for text in completions]
-    boxes_original = [[frame.box_to_original(b) for b in p.boxes] for p in parsed]
-    masks = segmenter.segment(embedding, [[{"box": b} for b in boxes] for boxes in boxes_original])
+    parsed = [parse_for_sam(text, frame.w, frame.h, settings.lenient_parse) for text in completions]
+    objects = [objects_to_original(p, frame) for p in parsed]  # the reference prompts SAM2 with stage 1's points too
+    masks = segmenter.segment(embedding, objects)
     results = []
-    for text, p, boxes_o, mask in zip(completions, parsed, boxes_original, masks):
+    for text, p, objs, mask in zip(completions, parsed, objects, masks):
         mask_qwen = resize_mask(mask, (frame.w, frame.h))  # once, for both drafts
+        answer = answer_text(text)
+        drawn = p.boxes if settings.lenient_parse else draft_boxes(answer)
         result = Stage1Result(
-            parsed=p, boxes=p.boxes, boxes_original=boxes_o, mask=mask,
-            map_draft=render_draft(sample.map_qwen, p.boxes, mask_qwen),
-            sat_draft=render_draft(sample.sat_qwen, p.boxes, mask_qwen),
+            parsed=p, boxes=p.boxes, boxes_original=[o["box"] for o in objs], mask=mask,
+            map_draft=render_draft(sample.map_qwen, drawn, mask_qwen),
+            sat_draft=render_draft(sample.sat_qwen, drawn, mask_qwen), answer=answer,
         )
-        boxes = answer_text(text) if settings.stage2_boxes == "answer" else p.boxes
+        boxes = answer if settings.stage2_boxes == "answer" else p.boxes
         result.messages = stage2_prompt(sample.query, frame.w, frame.h, boxes, settings.stage2_template)
         results.append(result)
     return results
@@ -136,10 +148,11 @@ def objects_to_original(parsed: ParsedCompletion, frame: QwenFrame) -> list[dict
 
 
 def final_masks(segmenter: SamSegmenter, embedding: ImageEmbedding, sample: Sample,
-                completions: list[str]) -> list[FinalResult]:
+                completions: list[str], settings: PromptSettings | None = None) -> list[FinalResult]:
     """Stage-2 completions of one sample -> boxes + points -> SAM2 (one batched decode) -> final masks."""
     frame = sample.frame
-    parsed = [parse_completion(text, frame.w, frame.h) for text in completions]
+    lenient = settings is not None and settings.lenient_parse
+    parsed = [parse_for_sam(text, frame.w, frame.h, lenient) for text in completions]
     objects = [objects_to_original(p, frame) for p in parsed]
     masks = segmenter.segment(embedding, objects)
     return [FinalResult(p, objs, m) for p, objs, m in zip(parsed, objects, masks)]

@@ -51,13 +51,14 @@ def load_pair(map_path: str, sat_path: str, strict: bool = False, max_pixels: in
     return map_image, sat_image, georef
 
 
-def result_record(prediction: Prediction, model: str, sam: str) -> dict:
+def result_record(prediction: Prediction, model: str, sam: str, parse: str = "strict") -> dict:
     sample, stage1, final = prediction.sample, prediction.stage1, prediction.final
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
         "query": sample.query,
         "model": model,
         "sam": sam,
+        "parse": parse,
         "image_size": [sample.frame.orig_w, sample.frame.orig_h],
         "qwen_frame": [sample.frame.w, sample.frame.h],
         "stage1": {
@@ -75,7 +76,8 @@ def result_record(prediction: Prediction, model: str, sam: str) -> dict:
     }
 
 
-def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, georef=None, geojson: bool = False) -> dict:
+def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, georef=None, geojson: bool = False,
+                  parse: str = "strict") -> dict:
     sample = prediction.sample
     atomic_save_image(out / "mask.png", mask_image(prediction.final.mask))
     atomic_save_image(out / "mask_stage1.png", mask_image(prediction.stage1.mask))
@@ -85,7 +87,7 @@ def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, geore
                            final_boxes=[o["box"] for o in prediction.final.objects_original], points=points,
                            stage1_mask=prediction.stage1.mask)
     atomic_save_image(out / "overlay.png", overlay)
-    record = result_record(prediction, model, sam)
+    record = result_record(prediction, model, sam, parse)
     if geojson:
         collection = mask_to_geojson(prediction.final.mask, georef, {"query": sample.query, "model": model})
         atomic_write_json(out / "mask.geojson", collection)
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage1-template", help="stage-1 prompt template, or @file (default: the model's saved "
                         "one, else the reference's)")
     parser.add_argument("--stage2-template", help="stage-2 prompt template, or @file")
+    parser.add_argument("--lenient-parse", action="store_true",
+                        help="give SAM2 what the lenient parser reads (single quotes, code fences, number strings; "
+                             "clipped) instead of the reference's strict JSON parse; recorded as parse in result.json")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
@@ -150,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = PromptSettings.for_model(
             args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
             stage1_template=args.stage1_template and read_template(args.stage1_template),
-            stage2_template=args.stage2_template and read_template(args.stage2_template))
+            stage2_template=args.stage2_template and read_template(args.stage2_template),
+            lenient_parse=args.lenient_parse)
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     except (OSError, ValueError) as err:
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = Sample.from_images(args.query, map_image, sat_image, settings)
     prediction = predictor.predict([sample])[0]
     out = Path(args.out)
-    record = write_outputs(prediction, out, args.model, args.sam, georef, args.geojson)
+    record = write_outputs(prediction, out, args.model, args.sam, georef, args.geojson, settings.parse)
     area = record["stage2"]["mask_area"] / (sample.frame.orig_w * sample.frame.orig_h)
     print(f"{args.query!r}: {len(record['stage2']['objects'])} object(s), mask {area:.1%} of the image, "
           f"{record['timings']['total_s']:.1f} s -> {out}/")

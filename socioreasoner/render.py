@@ -2,27 +2,37 @@
 
 `render_draft` redraws an image (in the Qwen frame) with the stage-1 boxes outlined and the
 stage-1 mask shaded — the model "sees its own draft", as an annotator would. The same call
-draws on the map and on the satellite image, so both stage-2 images show the draft.
+draws on the map and on the satellite image, so both stage-2 images show the draft. It is the
+reference's render pixel for pixel (SPEC, *Reference parity*): blue outlines of width 2 drawn
+first, then the mask (OpenCV nearest-neighbour resize) alpha-composited over them in red at
+alpha int(255 · 0.4), so box pixels under the mask are tinted too.
 """
 
 from __future__ import annotations
 
+import logging
+
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+logger = logging.getLogger(__name__)
+
 DRAFT_MASK_COLOUR = (255, 0, 0)
-DRAFT_BOX_COLOUR = (0, 255, 0)
+DRAFT_MASK_ALPHA = int(255 * 0.4)  # 102, as the reference's RGBA overlay
+DRAFT_BOX_COLOUR = (0, 0, 255)
 FINAL_MASK_COLOUR = (0, 120, 255)
 GT_MASK_COLOUR = (255, 200, 0)
 POINT_COLOUR = (255, 0, 255)
 
 
 def resize_mask(mask, size: tuple[int, int]) -> np.ndarray:
-    """A boolean mask resized (nearest) to `size` = (width, height); unchanged if it already fits."""
+    """A boolean mask resized to `size` = (width, height) with OpenCV's `INTER_NEAREST` (the reference's resize:
+    source pixel floor(x · scale), not PIL's centre sampling); unchanged if it already fits."""
     mask = np.asarray(mask, bool)
     if mask.shape == (size[1], size[0]):
         return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _mask_for(image: Image.Image, mask) -> np.ndarray:
@@ -38,10 +48,18 @@ def overlay_mask(image: Image.Image, mask, colour=DRAFT_MASK_COLOUR, alpha: floa
 
 
 def draw_boxes(image: Image.Image, boxes, colour=DRAFT_BOX_COLOUR, width: int = 2) -> Image.Image:
+    """`image` with each `[x1, y1, x2, y2]` outlined; a box PIL cannot draw (reversed corners, values that are
+    not numbers) is skipped, as the reference skips it."""
     image = image.copy()
     draw = ImageDraw.Draw(image)
-    for x1, y1, x2, y2 in boxes:
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
+    skipped = 0
+    for box in boxes:
+        try:
+            draw.rectangle([(box[0], box[1]), (box[2], box[3])], outline=colour, width=width)
+        except (ValueError, TypeError, OverflowError, KeyError, IndexError):
+            skipped += 1
+    if skipped:
+        logger.debug("%d of %d boxes could not be drawn (skipped)", skipped, len(boxes))
     return image
 
 
@@ -53,12 +71,16 @@ def draw_points(image: Image.Image, points, colour=POINT_COLOUR, radius: int = 3
     return image
 
 
-def render_draft(image: Image.Image, boxes, mask, alpha: float = 0.4, line_width: int = 2) -> Image.Image:
-    """The stage-2 input: `image` with the stage-1 mask shaded and the stage-1 boxes outlined.
+def render_draft(image: Image.Image, boxes, mask, line_width: int = 2) -> Image.Image:
+    """The stage-2 input: `image` with the stage-1 boxes outlined, then the stage-1 mask composited over.
 
-    `boxes` are in `image`'s pixel frame; `mask` is resized (nearest) to the image if needed.
+    `boxes` are in `image`'s pixel frame (`parsing.draft_boxes` of the stage-1 answer, as the reference);
+    `mask` is resized (`resize_mask`) to the image if needed.
     """
-    return draw_boxes(overlay_mask(image, mask, DRAFT_MASK_COLOUR, alpha), boxes, DRAFT_BOX_COLOUR, line_width)
+    outlined = draw_boxes(image.convert("RGBA"), boxes, DRAFT_BOX_COLOUR, line_width)
+    overlay = np.zeros((image.height, image.width, 4), np.uint8)
+    overlay[resize_mask(mask, image.size)] = (*DRAFT_MASK_COLOUR, DRAFT_MASK_ALPHA)
+    return Image.alpha_composite(outlined, Image.fromarray(overlay, "RGBA")).convert("RGB")
 
 
 def _label(tile: Image.Image, text: str) -> Image.Image:

@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from socioreasoner.data.targets import mask_to_array
 from socioreasoner.frame import QwenFrame
 from socioreasoner.pipeline import PromptSettings, Sample, Stage1Result
+from socioreasoner.rewards import reward_gt_boxes
 
 
-def training_row(record: dict, settings: PromptSettings) -> dict:
-    """A stage-1 row from a `load_socioseg` record: Qwen-frame images, prompt, targets."""
+def training_row(record: dict, settings: PromptSettings, gt_box_frame: str = "reference") -> dict:
+    """A stage-1 row from a `load_socioseg` record: Qwen-frame images, prompt, targets (`gt_boxes` in the
+    convention `gt_box_frame` names: `rewards.reward_gt_boxes`)."""
     sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
     frame = sample.frame
     return {
@@ -30,7 +32,7 @@ def training_row(record: dict, settings: PromptSettings) -> dict:
         "id": record["id"],
         "problem": record["problem"],
         "level": record.get("level"),
-        "gt_boxes": [frame.box_to_resized(b) for b in record["gt_boxes"]],  # the completion's frame
+        "gt_boxes": reward_gt_boxes(record["gt_boxes"], frame, gt_box_frame),
         "frame": [frame.orig_w, frame.orig_h, frame.w, frame.h],
         "sat_image": sample.sat_image,
         "map_image": sample.map_image,
@@ -38,11 +40,11 @@ def training_row(record: dict, settings: PromptSettings) -> dict:
     }
 
 
-def training_dataset(dataset, settings: PromptSettings):
+def training_dataset(dataset, settings: PromptSettings, gt_box_frame: str = "reference"):
     """The SocioSeg dataset viewed as stage-1 rows (built lazily, per access)."""
     def transform(batch: dict) -> dict:
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        rows = [training_row(r, settings) for r in records]
+        rows = [training_row(r, settings, gt_box_frame) for r in records]
         return {key: [row[key] for row in rows] for key in rows[0]}
 
     return dataset.with_transform(transform)
@@ -72,6 +74,7 @@ def stage2_row(row: dict, result: Stage1Result) -> dict:
         "prompt": result.messages,
         "images": [result.map_draft, result.sat_draft],
         "stage1_boxes": result.boxes,
+        "stage1_answer": result.answer,  # what stage 2's format reward compares the boxes with
         "stage1_mask": result.mask,
     }
 

@@ -75,14 +75,15 @@ class SocioReasonerTrainer(GRPOTrainer):
         compact_scoring_on_cpu()
         load_cpu_index_locations()
         self.settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels,
-                                       args.stage2_boxes)
+                                       args.stage2_boxes, args.lenient_parse)
         self.segmenter = segmenter
         self._embeddings = {}
         reward_funcs = [*STAGE1_REWARDS, *STAGE2_TEXT_REWARDS, Stage2MaskIoU(self._final_mask_ious)]
         super().__init__(
             model=model, reward_funcs=reward_funcs, args=args, processing_class=processing_class,
-            train_dataset=training_dataset(train_dataset, self.settings),
-            eval_dataset=None if eval_dataset is None else training_dataset(eval_dataset, self.settings),
+            train_dataset=training_dataset(train_dataset, self.settings, args.gt_box_frame),
+            eval_dataset=None if eval_dataset is None else training_dataset(eval_dataset, self.settings,
+                                                                            args.gt_box_frame),
             **kwargs,
         )
         if self.segmenter is None:
@@ -134,6 +135,19 @@ class SocioReasonerTrainer(GRPOTrainer):
         self._metric_list("stage1/rows").append(totals[0])
         self._metric_list("stage2/rows").append(totals[1])
 
+    def _metric_lengths(self) -> dict[str, int]:
+        return {key: len(values) for key, values in self._metrics["train" if self.model.training else "eval"].items()}
+
+    def _log_per_stage(self, stage: int, before: dict[str, int]) -> None:
+        """Copy what TRL logged during one stage's scoring under `stage<n>/`: its stage-agnostic metrics (`reward`,
+        `reward_std`, `frac_reward_zero_std`, `completions/*`, `sampling/*`) would otherwise be averaged over
+        both stages' calls. Per-component `rewards/*` are already per stage; `num_tokens` is a running total."""
+        for key, values in list(self._metrics["train" if self.model.training else "eval"].items()):
+            if key.startswith(("rewards/", "stage1/", "stage2/")) or key == "num_tokens":
+                continue
+            for value in values[before.get(key, 0):]:
+                self._metric_list(f"stage{stage}/{key}").append(value)
+
     def _iou(self, pred, gt) -> float:
         return iou_from_counts(*intersection_union(pred, gt), empty_rule=self.args.empty_rule)
 
@@ -143,7 +157,7 @@ class SocioReasonerTrainer(GRPOTrainer):
         for start, end in groups_by_sample(rows):
             sample = sample_of(rows[start])
             embedding = self._embeddings.get(rows[start]["id"]) or self.segmenter.encode([sample.sat_image])[0]
-            results = final_masks(self.segmenter, embedding, sample, texts[start:end])
+            results = final_masks(self.segmenter, embedding, sample, texts[start:end], self.settings)
             for offset, result in enumerate(results):
                 ious[start + offset] = self._iou(result.mask, rows[start + offset]["gt_mask"])
         self._log_stage_metric("stage2/mask_iou", ious)
@@ -195,12 +209,16 @@ class SocioReasonerTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         self._embeddings = {}
         stage1_rows = [{**row, "stage": 1} for row in inputs]
+        before = self._metric_lengths()
         stage1 = super()._generate_and_score_completions(stage1_rows)
+        self._log_per_stage(1, before)
         texts = decode_completions(self.processing_class, stage1["completion_ids"], stage1["completion_mask"])
         self._journal_rollouts(1, stage1_rows, texts, stage1["advantages"])
 
         stage2_rows = self._stage2_rows(stage1_rows, texts)
+        before = self._metric_lengths()
         stage2 = super()._generate_and_score_completions(stage2_rows)
+        self._log_per_stage(2, before)
         if self.args.log_rollouts:
             texts2 = decode_completions(self.processing_class, stage2["completion_ids"], stage2["completion_mask"])
             self._journal_rollouts(2, stage2_rows, texts2, stage2["advantages"])

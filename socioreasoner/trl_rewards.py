@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import logging
 
-from socioreasoner.parsing import parse_completion
 from socioreasoner.rewards import (
-    box_accuracy_reward,
-    count_reward,
-    points_reward,
+    clean_completion,
+    stage1_box_reward,
+    stage1_count_reward,
     stage1_format_reward,
     stage2_format_reward,
+    stage2_points_reward,
 )
 
 logger = logging.getLogger(__name__)
 
 
 def completion_text(completion) -> str:
-    """TRL passes conversational completions as [{"role": "assistant", "content": text}]."""
+    """The text the rewards score: TRL passes conversational completions as [{"role": "assistant", "content":
+    text}]; the reference's scored-out tokens are removed (`rewards.clean_completion`)."""
     if isinstance(completion, str):
-        return completion
+        return clean_completion(completion)
     content = completion[-1]["content"]
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return clean_completion(content)
 
 
 def _row(columns: dict, i: int) -> dict:
@@ -51,37 +52,25 @@ def _per_row(stage: int, fn):
     return reward
 
 
-def _frame_size(row):
-    return row["frame"][2], row["frame"][3]
-
-
-def _stage1_boxes(text, row):
-    return parse_completion(text, *_frame_size(row)).boxes
-
-
 def stage1_format(prompts, completions, **columns):
     return _per_row(1, lambda text, row: stage1_format_reward(text))(prompts, completions, **columns)
 
 
 def stage1_count(prompts, completions, **columns):
-    return _per_row(1, lambda text, row: count_reward(len(_stage1_boxes(text, row)), len(row["gt_boxes"])))(
-        prompts, completions, **columns)
+    return _per_row(1, lambda text, row: stage1_count_reward(text, row["gt_boxes"]))(prompts, completions, **columns)
 
 
 def stage1_box(prompts, completions, **columns):
-    return _per_row(1, lambda text, row: box_accuracy_reward(_stage1_boxes(text, row), row["gt_boxes"]))(
-        prompts, completions, **columns)
+    return _per_row(1, lambda text, row: stage1_box_reward(text, row["gt_boxes"]))(prompts, completions, **columns)
 
 
 def stage2_format(prompts, completions, **columns):
-    return _per_row(2, lambda text, row: stage2_format_reward(text, row["stage1_boxes"]))(
+    return _per_row(2, lambda text, row: stage2_format_reward(text, row["stage1_answer"]))(
         prompts, completions, **columns)
 
 
 def stage2_points(prompts, completions, **columns):
-    def points(text, row):
-        return points_reward([len(o.points) for o in parse_completion(text, *_frame_size(row)).objects])
-    return _per_row(2, points)(prompts, completions, **columns)
+    return _per_row(2, lambda text, row: stage2_points_reward(text))(prompts, completions, **columns)
 
 
 class Stage2MaskIoU:

@@ -55,3 +55,23 @@ def test_metrics_record_the_decoding_and_greedy_overrides_sampling(tiny_models, 
 def test_bad_sampling_settings_are_refused(tiny_models, toy_city, tmp_path, key, value):
     with pytest.raises(ValueError, match=key.replace("_", "-")):
         evaluate(config(tiny_models, toy_city, tmp_path / "x", temperature=1.0, **{key: value}))
+
+
+def test_sam2_prompts_come_from_the_strict_parse_unless_lenient(tiny_models, toy_city, tmp_path, monkeypatch):
+    """A sloppy answer (single quotes): no SAM2 prompt by default, as the reference; --lenient-parse reads it.
+    The reward columns are the strict training rewards either way; metrics.json records the parse."""
+    from socioreasoner.io import read_jsonl
+
+    sloppy = "<think>x</think><answer>[{'bbox_2d': [10, 20, 60, 41], 'points': [[30, 30]]}]</answer>"
+    monkeypatch.setattr(Predictor, "generate", lambda self, batch: [sloppy] * len(batch))
+    strict = evaluate(config(tiny_models, toy_city, tmp_path / "strict"))
+    lenient = evaluate(config(tiny_models, toy_city, tmp_path / "lenient", lenient_parse=True))
+    assert (strict["parse"], lenient["parse"]) == ("strict", "lenient")
+    by_parse = {name: read_jsonl(tmp_path / name / "per_sample.jsonl") for name in ("strict", "lenient")}
+    assert all(r["num_stage1"] == r["num_final"] == 0 for r in by_parse["strict"])
+    assert all(r["stage1_boxes"] == [] and r["final_objects"] == [] for r in by_parse["strict"])
+    assert all(r["num_stage1"] == r["num_final"] == 1 for r in by_parse["lenient"])
+    for a, b in zip(by_parse["strict"], by_parse["lenient"]):
+        assert a["stage1_format"] == b["stage1_format"] == 1.0 and a["stage1_count"] == b["stage1_count"] == 0.0
+    with pytest.raises(ValueError, match="parse: 'strict' -> 'lenient'"):  # a journal keeps its parse
+        evaluate(config(tiny_models, toy_city, tmp_path / "strict", lenient_parse=True, max_samples=4))

@@ -10,13 +10,14 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from socioreasoner.parsing import MAX_OBJECTS, parse_completion
+from socioreasoner.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion, parse_strict
 from socioreasoner.rewards import stage1_rewards, stage2_rewards
 from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS
 
 RANGES = {"format": (0.0, 2.0), "count": (0.0, 1.0), "box": (-1.0, 1.0), "points": (0.0, 1.0),
           "mask_iou": (0.0, 1.0)}
 GT_BOXES = [[10, 10, 50, 50], [60, 60, 100, 90]]
+STAGE1_ANSWER = '[{"bbox_2d": [1, 2, 30, 40]}]'
 MASK = np.zeros((32, 32), bool)
 MASK[4:12, 4:12] = True
 
@@ -55,13 +56,18 @@ def check_in_range(rewards: dict) -> None:
 def all_rewards(text: str) -> None:
     stage1 = stage1_rewards(text, GT_BOXES)
     check_in_range(stage1)
-    check_in_range(stage2_rewards(text, [[1, 2, 30, 40]], MASK, MASK))
+    check_in_range(stage2_rewards(text, STAGE1_ANSWER, MASK, MASK))
     parsed = parse_completion(text, 756, 756)
     assert len(parsed.objects) <= MAX_OBJECTS
     for obj in parsed.objects:
         assert all(np.isfinite(v) and 0 <= v <= 755 for v in obj.box)
+    strict = parse_strict(text)  # what SAM2 gets by default: raw numbers, but finite and bounded in count
+    assert len(strict.objects) <= MAX_OBJECTS
+    for obj in strict.objects:
+        assert all(np.isfinite(v) for v in obj.box) and len(obj.points) <= MAX_POINTS
+        assert all(np.isfinite(v) for point in obj.points for v in point)
     # the TRL reward functions the trainer calls
-    columns = {"stage": [1], "gt_boxes": [GT_BOXES], "frame": [[768, 768, 756, 756]], "stage1_boxes": [[[1, 2, 3, 4]]]}
+    columns = {"stage": [1], "gt_boxes": [GT_BOXES], "frame": [[768, 768, 756, 756]], "stage1_answer": [STAGE1_ANSWER]}
     for fn in STAGE1_REWARDS:
         (value,) = fn(prompts=[None], completions=[text], **columns)
         assert np.isfinite(value)
@@ -110,6 +116,9 @@ def test_time_is_linear_in_the_completion_length():
     shapes = {
         "repeated <answer>": lambda n: "<answer>" * n,
         "repeated </think>": lambda n: "<think>" + "</think> " * n + "<answer>[]</answer>",
+        "no answer after </think>": lambda n: "<think>" + "</think>   " * n + "</answer>",
+        "points to compare": lambda n: '<think>x</think><answer>[{"bbox_2d": [1, 2, 30, 40], "points": '
+        + json.dumps([[5, 5]] * (n // 2)) + "}]</answer>",
         "unclosed answers": lambda n: "<think>x</think>" + "<answer>[" * n,
         "whitespace fence": lambda n: "<think>x</think><answer>```" + " " * (8 * n) + "x</answer>",
         "trailing commas": lambda n: "<think>x</think><answer>[" + ", " * (4 * n) + "</answer>",
@@ -120,7 +129,7 @@ def test_time_is_linear_in_the_completion_length():
 
     def work(text):
         stage1_rewards(text, GT_BOXES)
-        stage2_rewards(text, [[1, 2, 30, 40]], MASK, MASK)
+        stage2_rewards(text, STAGE1_ANSWER, MASK, MASK)
 
     for name, make in shapes.items():
         short, long = make(small), make(small * factor)

@@ -48,6 +48,12 @@ def test_predict_writes_every_file(tiny_models, toy_city, tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     jsonschema.validate(result, json.loads((ROOT / "docs/result_schema.json").read_text()))
     assert result["image_size"] == list(size) and result["geojson"]["coordinates"] == "pixel"
+    assert result["parse"] == "strict"  # SAM2's prompts: the reference's strict parse by default
+    lenient = tmp_path / "lenient"
+    assert predict_main(["--map", str(map_path), "--sat", str(sat_path), "--query", "school", "--out", str(lenient),
+                         "--model", str(tiny_models["qwen2_5_vl"]), "--sam", "grabcut", "--device", "cpu",
+                         "--max-new-tokens", "4", "--max-pixels", str(160 * 160), "--lenient-parse"]) == 0
+    assert json.loads((lenient / "result.json").read_text())["parse"] == "lenient"
 
 
 def test_predict_errors_are_clear(tiny_models, toy_city, tmp_path, capsys):

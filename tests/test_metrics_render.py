@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from socioreasoner.metrics import MetricAccumulator, ciou, giou, mask_iou
-from socioreasoner.render import overlay_mask, render_draft, side_by_side
+from socioreasoner.render import render_draft, resize_mask, side_by_side
 
 
 def masks(*specs, shape=(10, 10)):
@@ -60,18 +60,42 @@ def test_stage1_vs_final_and_unknown_level():
     assert list(s["final"]) == ["overall"]
 
 
-def test_render_draft_marks_mask_and_boxes():
+def test_render_draft_is_the_reference_render_pixel_for_pixel():
+    """Blue outline (width 2) first, then red at alpha 102/255 composited over it (SPEC: box pixels under the
+    mask are tinted); PIL's alpha_composite rounds to nearest: round(255·a + c·(1 − a))."""
     image = Image.new("RGB", (40, 30), (100, 100, 100))
     mask = np.zeros((30, 40), bool)
     mask[5:10, 5:10] = True
+    mask[15:17, 20:24] = True  # over the box's top-left corner
     out = np.asarray(render_draft(image, [[20, 15, 35, 25]], mask))
     assert out.shape == (30, 40, 3)
-    assert out[7, 7, 0] > 100 and out[7, 7, 1] < 100       # shaded red
-    assert tuple(out[15, 25]) == (0, 255, 0)                # box outline
-    assert tuple(out[20, 28]) == (100, 100, 100)            # inside the box, untouched
-    # a mask at another resolution is resized to the image
-    half = overlay_mask(image, mask[::2, ::2].repeat(2, 0).repeat(2, 1))
-    assert np.asarray(half).shape == (30, 40, 3)
+    assert tuple(out[7, 7]) == (162, 60, 60)          # grey under the mask: round(102 + 60), 60, 60
+    assert tuple(out[15, 30]) == (0, 0, 255)          # outline, no mask
+    assert tuple(out[16, 30]) == (0, 0, 255)          # width 2: the second row of the outline
+    assert tuple(out[17, 30]) == (100, 100, 100)      # inside the box, untouched
+    assert tuple(out[15, 22]) == (102, 0, 153)        # outline under the mask: blue tinted red
+    assert tuple(out[25, 35]) == (0, 0, 255) and tuple(out[24, 34]) == (0, 0, 255)  # inclusive corner, inward
+    assert tuple(out[26, 35]) == (100, 100, 100)
+    # what PIL cannot draw is skipped, the rest drawn: reversed corners, strings
+    skipped = np.asarray(render_draft(image, [[35, 15, 20, 25], ["a", 1, 2, 3], [20, 15, 35, 25]], mask))
+    assert np.array_equal(skipped, out)
+    assert np.array_equal(np.asarray(render_draft(image, [], np.zeros((30, 40), bool))), np.asarray(image))
+
+
+def test_draft_mask_is_resized_as_opencv_inter_nearest():
+    """OpenCV's nearest takes source pixel floor(x · src/dst); PIL's takes floor((x + 0.5) · src/dst). On
+    768 -> 756 (SocioSeg -> the Qwen frame) they differ in the last column: the reference's is OpenCV's."""
+    mask = np.zeros((768, 768), bool)
+    mask[:, 767] = True
+    assert not resize_mask(mask, (756, 756)).any()  # floor(755 · 768/756) = 766: column 767 is never sampled
+    mask[:, 766] = True
+    assert resize_mask(mask, (756, 756))[:, 755].all()
+    rng = np.random.default_rng(0)
+    random_mask = rng.random((768, 768)) > 0.5
+    src = np.floor(np.arange(756) * 768 / 756).astype(int)
+    assert np.array_equal(resize_mask(random_mask, (756, 756)), random_mask[src][:, src])
+    drafted = np.asarray(render_draft(Image.new("RGB", (756, 756), (0, 0, 0)), [], random_mask))
+    assert np.array_equal(drafted[..., 0] == 102, random_mask[src][:, src])
 
 
 def test_side_by_side_has_a_tile_per_view():

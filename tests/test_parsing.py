@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from socioreasoner.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion
@@ -170,3 +171,61 @@ def test_stage_transition_quotes_the_raw_answer_or_the_parsed_boxes(toy_city, tm
     assert load_prompt_templates(tmp_path)["stage2_boxes"] == "answer"
     (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": "{query}", "stage2_template": "{query} {boxes}"}')
     assert load_prompt_templates(tmp_path)["stage2_boxes"] == "parsed"
+
+
+# ---------- the strict parse (SAM2's prompts and the draft's boxes, as the reference reads them) ----------
+
+def test_strict_objects_follow_the_reference_prompt_rule():
+    from socioreasoner.parsing import parse_strict
+
+    def objects(answer):
+        return [(o.box, o.points) for o in parse_strict(f"<think>x</think><answer>{answer}</answer>").objects]
+
+    # raw numbers: not clipped, corners not sorted; points [p[0], p[1]] (a third number dropped)
+    assert objects('[{"bbox_2d": [50, 40, -5, 900], "points": [[1, 2, 9], [3, 4]]}]') == \
+        [([50, 40, -5, 900], [[1, 2], [3, 4]])]
+    # items skipped: not an object, no 4-list box, a point the reference cannot read (bare number, 1 number,
+    # not numbers), non-finite numbers; the others kept
+    kept = '{"bbox_2d": [1, 2, 3, 4]}'
+    for bad in ('5', '{"bbox": [1, 2, 3, 4]}', '{"bbox_2d": [1, 2, 3]}', '{"bbox_2d": [1, 2, 3, 4], "points": [7]}',
+                '{"bbox_2d": [1, 2, 3, 4], "points": [[7]]}', '{"bbox_2d": ["1", 2, 3, 4]}',
+                '{"bbox_2d": [1, 2, 3, 4], "points": [["1", "2"]]}', '{"bbox_2d": [NaN, 2, 3, 4]}',
+                '{"bbox_2d": [1, 2, 3, 4], "points": null}'):
+        assert objects(f"[{bad}, {kept}]") == [([1, 2, 3, 4], [])], bad
+    # what the lenient parser accepts and the strict one does not: no objects, and the reason
+    for answer, error in (("[{'bbox_2d': [1, 2, 3, 4]}]", "answer is not JSON"), ('{"bbox_2d": [1, 2, 3, 4]}',
+                          "answer is not a JSON list"), ('```json\n[{"bbox_2d": [1, 2, 3, 4]}]\n```', "answer is not JSON")):
+        parsed = parse_strict(f"<answer>{answer}</answer>")
+        assert parsed.objects == [] and parsed.error == error
+        assert parse_completion(f"<answer>{answer}</answer>").boxes == [[1, 2, 3, 4]]
+    assert parse_strict('[{"bbox_2d": [1, 2, 3, 4]}]').error == "no <answer> block"
+
+
+def test_draft_boxes_are_the_reference_render_boxes():
+    from socioreasoner.parsing import draft_boxes
+
+    assert draft_boxes('[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": [1, 2, 3]}, 7, {"box": [1, 1, 2, 2]}]') == [[1, 2, 3, 4]]
+    assert draft_boxes('[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": 5}]') == []  # len(5) raises: no boxes at all
+    assert draft_boxes("[{'bbox_2d': [1, 2, 3, 4]}]") == [] and draft_boxes("") == []
+    assert draft_boxes('{"bbox_2d": [1, 2, 3, 4]}') == []
+
+
+def test_sam2_gets_the_strict_parse_by_default_and_the_lenient_one_on_request(toy_city):
+    from socioreasoner.data import load_socioseg
+    from socioreasoner.grabcut import GrabCutSegmenter
+    from socioreasoner.pipeline import PromptSettings, Sample, final_masks, stage_transition
+
+    row = load_socioseg(str(toy_city), "val")[0]
+    sloppy = "<think>x</think><answer>[{'bbox_2d': [10, 20, 60, 41], 'points': [[30, 30]]}]</answer>"
+    segmenter = GrabCutSegmenter()
+    for lenient, expected in ((False, 0), (True, 1)):
+        settings = PromptSettings(max_pixels=160 * 160, lenient_parse=lenient)
+        assert settings.parse == ("lenient" if lenient else "strict")
+        sample = Sample.from_images(row["problem"], row["map_image"], row["sat_image"], settings)
+        embedding = segmenter.encode([sample.sat_image])[0]
+        stage1 = stage_transition(segmenter, embedding, sample, [sloppy], settings)[0]
+        final = final_masks(segmenter, embedding, sample, [sloppy], settings)[0]
+        assert len(stage1.boxes) == len(final.parsed.objects) == expected
+        assert bool(stage1.mask.any()) == bool(final.mask.any()) == bool(expected)
+        drafted = not np.array_equal(np.asarray(stage1.sat_draft), np.asarray(sample.sat_qwen))
+        assert drafted == bool(expected)  # the draft shows what SAM2 got

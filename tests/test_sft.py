@@ -5,7 +5,7 @@ from socioreasoner.data import load_socioseg
 from socioreasoner.parsing import parse_completion
 from socioreasoner.pipeline import PromptSettings
 from socioreasoner.prompts import answer_text, format_boxes
-from socioreasoner.rewards import points_reward, stage1_rewards, stage2_format_reward
+from socioreasoner.rewards import stage1_rewards, stage2_format_reward, stage2_points_reward
 from socioreasoner.sft import component_points, sft_examples
 
 
@@ -21,8 +21,8 @@ def test_sft_targets_earn_full_rewards(toy_city):
         assert len(boxes) == ds[i]["num_objects"]
         assert stage1_rewards(target1, boxes)["total"] == 4.0
         target2 = s2["completion"][0]["content"]
-        assert stage2_format_reward(target2, boxes) == 2.0
-        assert points_reward([len(o.points) for o in parse_completion(target2).objects]) > 0.6
+        assert stage2_format_reward(target2, answer_text(target1)) == 2.0
+        assert stage2_points_reward(target2) > 0.6
         assert len(s1["images"]) == len(s2["images"]) == 2
         # the stage-2 prompt quotes the stage-1 target's answer as a rollout would (the reference's raw text)
         assert f"The found bbox(s) are: {answer_text(target1)}." in s2["prompt"][0]["content"][2]["text"]
@@ -61,7 +61,7 @@ def test_diagonal_points_are_deterministic_on_the_mask_inside_the_box(toy_city):
     assert first["completion"] == second["completion"]  # the random choice is gone
     for example in first.select(range(1, len(first), 2)):
         target = example["completion"][0]["content"]
-        assert stage2_format_reward(target, parse_completion(target).boxes) == 2.0
+        assert stage2_format_reward(target, format_boxes(parse_completion(target).boxes)) == 2.0
     with pytest.raises(ValueError, match="points"):
         sft_examples(ds, settings, points="centre")
 
@@ -127,7 +127,7 @@ def test_stage2_examples_on_noisy_drafts_keep_the_drafts_boxes(toy_city):
         draft = parse_completion(b["completion"][0]["content"]).boxes
         assert format_boxes(draft) in prompt_b  # the prompt names the draft's boxes
         # the target keeps the draft's boxes: full stage-2 format reward against the draft
-        assert stage2_format_reward(b["completion"][0]["content"], draft) == 2.0
+        assert stage2_format_reward(b["completion"][0]["content"], format_boxes(draft)) == 2.0
         assert np.asarray(a["images"][1]).shape == np.asarray(b["images"][1]).shape
         assert not np.array_equal(np.asarray(a["images"][1]), np.asarray(b["images"][1]))  # drawn draft differs
     same = sft_examples(ds, settings, seed=0, points="diagonal", stages=(2,), draft_noise=0.0)

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from socioreasoner.pipeline import PromptSettings, Sample, stage_transition
+from socioreasoner.render import resize_mask
 from socioreasoner.segmenter import SamSegmenter
 from socioreasoner.stage_batch import concat_stage_outputs, groups_by_sample, stage2_row, training_row
 
@@ -84,10 +85,14 @@ def test_stage2_rows_carry_the_rendered_draft(tiny_models, record):
     for image, original in zip(rows[0]["images"], row["images"]):
         assert image.size == original.size
         assert not np.array_equal(np.asarray(image), np.asarray(original))
-    # the draft box outline is drawn where the model put it
+    # the draft box outline is drawn where the model put it: blue, tinted where the stage-1 mask covers it
     sat_draft = np.asarray(rows[0]["images"][1])
-    assert tuple(sat_draft[box[1], (box[0] + box[2]) // 2]) == (0, 255, 0)
-    # no boxes: nothing drawn, images equal the originals
+    x, y = (box[0] + box[2]) // 2, box[1]
+    under_mask = resize_mask(results[0].mask, row["images"][1].size)[y, x]
+    assert tuple(sat_draft[y, x]) == ((102, 0, 153) if under_mask else (0, 0, 255))
+    assert rows[0]["stage1_answer"] == f'[{{"bbox_2d": {box}}}]' and rows[1]["stage1_answer"] == ""
+    # no boxes and (so) an empty mask: nothing drawn, images equal the originals
+    assert not results[1].mask.any()
     assert np.array_equal(np.asarray(rows[1]["images"][1]), np.asarray(row["images"][1]))
     text = rows[0]["prompt"][0]["content"][2]["text"]
     assert f'"bbox_2d": {box}'.replace(" ", "") in text.replace(" ", "")

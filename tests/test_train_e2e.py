@@ -191,3 +191,15 @@ def test_reference_schedule_takes_several_optimiser_steps_per_generation_batch(s
     assert max(second) > 0               # and not on the later one: the clip acts
     rates = [h["learning_rate"] for h in logs]
     assert rates == sorted(rates, reverse=True) and rates[0] > rates[-1]  # linear decay
+    # TRL's stage-agnostic metrics, per stage: each stage's mean reward is the mean of its own rows' rewards
+    weights = dict(zip(("stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points",
+                        "stage2_mask_iou"), [1.0] * 6))
+    for log, step in ((logs[0], 1), (logs[2], 3)):
+        for stage in (1, 2):
+            rows = [r for r in rollouts if r["step"] == step and r["stage"] == stage]
+            mean = sum(sum(weights[k] * v for k, v in r["rewards"].items()) for r in rows) / len(rows)
+            assert log[f"stage{stage}/reward"] == pytest.approx(mean, abs=1e-4), (step, stage)
+            assert f"stage{stage}/reward_std" in log and f"stage{stage}/frac_reward_zero_std" in log
+            assert f"stage{stage}/completions/mean_length" in log
+        # the combined value is TRL's average of the two calls
+        assert log["reward"] == pytest.approx((log["stage1/reward"] + log["stage2/reward"]) / 2, abs=1e-4)

@@ -8,16 +8,11 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import load_socioseg
+from socioreasoner.prompts import answer_text
 from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.rewards import (
-    box_accuracy_reward,
-    count_reward,
-    points_reward,
-    stage1_format_reward,
-    stage2_format_reward,
-)
+from socioreasoner.rewards import stage1_rewards, stage2_format_reward, stage2_points_reward
 from socioreasoner.trainer import SocioReasonerTrainer
-from socioreasoner.trl_rewards import stage1_box, stage2_points
+from socioreasoner.trl_rewards import stage1_box, stage1_format, stage2_format, stage2_points
 
 G = 4
 
@@ -25,9 +20,13 @@ G = 4
 def test_reward_functions_return_none_for_the_other_stage():
     completions = [[{"role": "assistant", "content": '<think>a</think><answer>[{"bbox_2d": [1, 1, 9, 9]}]</answer>'}]] * 2
     columns = {"stage": [1, 2], "gt_boxes": [[[1, 1, 9, 9]]] * 2, "frame": [[50, 50, 56, 56]] * 2,
-               "stage1_boxes": [None, [[1, 1, 9, 9]]]}
+               "stage1_answer": [None, '[{"bbox_2d": [1, 1, 9, 9]}]']}
     assert stage1_box(None, completions, **columns) == [1.0, None]
-    assert stage2_points(None, completions, **columns) == [None, points_reward([0])]
+    assert stage2_format(None, completions, **columns) == [None, 1.0]  # no points: structure only
+    assert stage2_points(None, completions, **columns) == [None, 0.0]  # no item has points
+    # TRL's conversational text with the end-of-turn token left in: scored as the reference, without it
+    with_eot = [[{"role": "assistant", "content": completions[0][0]["content"] + "<|im_end|>"}]] * 2
+    assert stage1_format(None, with_eot, **columns) == [2.0, None]
 
 
 def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
@@ -80,16 +79,9 @@ def group_norm(values):
 
 def expected_advantages(rows) -> torch.Tensor:
     """Both stages' advantages for STAGE1_TEXTS/STAGE2_TEXTS, from the reward functions themselves."""
-    from socioreasoner.parsing import parse_completion
-
-    stage1 = []
-    for row, text in zip(rows, STAGE1_TEXTS * 2):
-        boxes = parse_completion(text, row["frame"][2], row["frame"][3]).boxes
-        stage1.append(stage1_format_reward(text) + count_reward(len(boxes), len(row["gt_boxes"]))
-                      + box_accuracy_reward(boxes, row["gt_boxes"]))
-    stage1_boxes = [parse_completion(t).boxes for t in STAGE1_TEXTS * 2]
-    stage2 = [stage2_format_reward(t, b) + points_reward([len(o.points) for o in parse_completion(t).objects])
-              for t, b in zip(STAGE2_TEXTS * 2, stage1_boxes)]
+    stage1 = [stage1_rewards(text, row["gt_boxes"])["total"] for row, text in zip(rows, STAGE1_TEXTS * 2)]
+    stage2 = [stage2_format_reward(t, answer_text(s1)) + stage2_points_reward(t)
+              for t, s1 in zip(STAGE2_TEXTS * 2, STAGE1_TEXTS * 2)]
     return torch.cat([group_norm(stage1), group_norm(stage2)])
 
 
