@@ -70,6 +70,13 @@ class SocioReasonerConfig(GRPOConfig):
                 f"save_steps={self.save_steps}: checkpoints must fall between generation batches (every "
                 f"{span} / gradient_accumulation_steps={self.gradient_accumulation_steps} optimiser steps), "
                 "or a resumed run would regenerate a batch part-way through and diverge")
+        truncated = (self.top_k or 0) > 0 or (self.top_p is not None and self.top_p < 1) or (self.min_p or 0) > 0
+        if self.use_vllm and self.vllm_importance_sampling_correction and truncated:
+            raise ValueError(
+                "vllm_importance_sampling_correction with top_k/top_p/min_p: TRL compares vLLM's truncated, "
+                "renormalised log-probs with the trainer's full-vocabulary ones, which biases the ratio (with top_k 20 "
+                "it was 0 and the loss exactly 0); set vllm_importance_sampling_correction: false (the reference has "
+                "no correction) or sample without truncation")
         if self.use_vllm and self.vllm_mode != "colocate":
             raise ValueError(
                 "SocioReasoner needs vllm_mode='colocate': stage 2 generates one completion per distinct prompt, "

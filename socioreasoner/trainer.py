@@ -50,6 +50,7 @@ from socioreasoner.stage_batch import (
 )
 from socioreasoner.trl_cpu import compact_scoring_on_cpu, load_cpu_index_locations
 from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
+from socioreasoner.vllm_prompts import fix_vllm_prompts
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -65,6 +66,14 @@ class EpochSeededRepeatSampler(RepeatSampler):
     def set_epoch(self, epoch: int) -> None:
         if self.shuffle:
             self.generator.manual_seed((self.seed or 0) + epoch)
+
+
+def image_token_id(processing_class) -> int:
+    """The id of Qwen's `<|image_pad|>` (the processor's image placeholder)."""
+    token_id = getattr(processing_class, "image_token_id", None)
+    if token_id is None:
+        token_id = processing_class.tokenizer.convert_tokens_to_ids(processing_class.image_token)
+    return int(token_id)
 
 
 class SocioReasonerTrainer(GRPOTrainer):
@@ -88,6 +97,8 @@ class SocioReasonerTrainer(GRPOTrainer):
         )
         if self.segmenter is None:
             self.segmenter = make_segmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
+        if args.use_vllm:  # vLLM would expand the processor's already-expanded image tokens again
+            fix_vllm_prompts(self.vllm_generation, image_token_id(processing_class))
         self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
 
     def _save(self, output_dir: str | None = None, state_dict=None):

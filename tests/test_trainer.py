@@ -34,6 +34,10 @@ def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
     assert cfg.reward_weights == [1.0, 1.0, 1.0, 1, 0.5, 2]
     with pytest.raises(ValueError, match="colocate"):
         SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, vllm_mode="server")
+    with pytest.raises(ValueError, match="vllm_importance_sampling_correction"):  # would bias or zero the loss
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, top_k=20)
+    with pytest.raises(ValueError, match="gt_box_frame"):
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, gt_box_frame="original")
     with pytest.raises(ValueError, match="stage2_template"):
         SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stage2_template="{query}")
     with pytest.raises(ValueError, match="stage2_boxes"):
