@@ -69,6 +69,9 @@ class DemoSettings:
     # optimiser steps per generation batch: 1 (each batch of 2 prompts x G trained once, the ratio is 1); k > 1 is
     # the reference's PPO-style structure: k x 2 prompts generated at once, trained in k steps (the clip acts)
     grpo_steps_per_generation: int = 1
+    # the project's defaults (the reference's 200-token templates, stage 2 quoting the raw stage-1 answer) instead
+    # of the demo's short prompt pair
+    reference_prompts: bool = False
     max_new_tokens: int = 128  # a two-object stage-2 answer is 119 tokens
     seed: int = 0
 
@@ -157,6 +160,8 @@ SEGMENTER_NOTE = "OpenCV GrabCut from boxes + points (socioreasoner.grabcut), no
 def prompt_settings_of(settings: DemoSettings):
     from socioreasoner.pipeline import PromptSettings
 
+    if settings.reference_prompts:
+        return PromptSettings(max_pixels=settings.max_pixels)
     # stage 2 sees the stage-1 boxes re-serialised, as the demo's measured runs did (not the reference's raw text)
     return PromptSettings(DEMO_STAGE1_TEMPLATE, DEMO_STAGE2_TEMPLATE, max_pixels=settings.max_pixels,
                           stage2_boxes="parsed")
@@ -275,12 +280,16 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few steps of each phase (for tests)")
     parser.add_argument("--grpo-steps-per-generation", type=int, default=1,
                         help="optimiser steps per GRPO generation batch (>1: the reference's PPO-style schedule)")
+    parser.add_argument("--reference-prompts", action="store_true",
+                        help="train and evaluate with the reference's prompts (the project's defaults), not the "
+                             "demo's short pair")
     args = parser.parse_args(argv)
     if args.grpo_steps_per_generation < 1:
         parser.error("--grpo-steps-per-generation: expected a positive integer")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     settings.grpo_steps_per_generation = args.grpo_steps_per_generation
+    settings.reference_prompts = args.reference_prompts
     report = demo(Path(args.out), settings)
     print(report_markdown(report))
     print(f"report: {args.out}/report.md, {args.out}/report.json, curves: {args.out}/curves.png, "

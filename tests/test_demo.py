@@ -41,3 +41,22 @@ def test_quick_demo_report_is_recomputable(tmp_path):
         assert PromptSettings.for_model(str(out / model)).stage1_template == DEMO_STAGE1_TEMPLATE, model
     assert "| final gIoU |" in (out / "report.md").read_text()
     assert "| image reliance" in (out / "report.md").read_text()
+
+
+def test_demo_variants_reach_the_training_command_and_the_prompts(train_script, tmp_path, monkeypatch):
+    """--grpo-steps-per-generation reaches TRL's steps_per_generation; --reference-prompts gives the project's
+    default (reference) templates and raw-answer {boxes} instead of the demo's short pair."""
+    from trl import ModelConfig, TrlParser
+
+    from socioreasoner.config import SocioReasonerConfig
+    from socioreasoner.demo import DEMO_STAGE1_TEMPLATE, ROOT, grpo_command, prompt_settings_of
+    from socioreasoner.pipeline import PromptSettings
+
+    monkeypatch.chdir(ROOT)  # the command names recipes/ relative to the repository
+    command = grpo_command(tmp_path / "sft", tmp_path / "city", tmp_path / "run",
+                           DemoSettings(grpo_steps_per_generation=2))
+    parser = TrlParser((train_script.ScriptArguments, SocioReasonerConfig, ModelConfig))
+    _, config, _ = parser.parse_args_and_config(command[command.index("recipes/train.py") + 1:])
+    assert config.steps_per_generation == 2 and config.gradient_accumulation_steps == 1
+    assert prompt_settings_of(DemoSettings()).stage1_template == DEMO_STAGE1_TEMPLATE
+    assert prompt_settings_of(DemoSettings(reference_prompts=True)) == PromptSettings(max_pixels=168 * 168)
