@@ -124,17 +124,25 @@ def strict_objects(text: str) -> tuple[list[ParsedObject], str | None]:
         return [], "no <answer> block" if answer_block(text) is None else "answer is not JSON"
     if not isinstance(data, list):
         return [], "answer is not a JSON list"
+    return _collect_objects(data, _strict_object), None
+
+
+def _strict_object(item: dict) -> ParsedObject | None:
+    box, points = item.get("bbox_2d", []), _strict_points(item.get("points", []))
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_real(v) for v in box) or points is None:
+        return None
+    return ParsedObject(box=[float(v) for v in box], points=points[:MAX_POINTS])
+
+
+def _collect_objects(items: list, read) -> list[ParsedObject]:
+    """`read(item)` of each dict item that gives an object, at most `MAX_OBJECTS` of them."""
     objects = []
-    for item in data:
+    for item in items:
         if len(objects) >= MAX_OBJECTS:
             break
-        if not isinstance(item, dict):
-            continue
-        box, points = item.get("bbox_2d", []), _strict_points(item.get("points", []))
-        if not isinstance(box, list) or len(box) != 4 or not all(_is_real(v) for v in box) or points is None:
-            continue
-        objects.append(ParsedObject(box=[float(v) for v in box], points=points[:MAX_POINTS]))
-    return objects, None
+        if isinstance(item, dict) and (obj := read(item)) is not None:
+            objects.append(obj)
+    return objects
 
 
 def parse_strict(text: str) -> ParsedCompletion:
@@ -255,19 +263,13 @@ def read_objects(data, width: int | None = None, height: int | None = None) -> l
         data = data.get("objects", [data])
     if not isinstance(data, list):
         return []
-    objects = []
-    for item in data:
-        if len(objects) >= MAX_OBJECTS:
-            break
-        if not isinstance(item, dict):
-            continue
-        raw_box = next((item[k] for k in _BOX_KEYS if k in item), None)
-        box = _read_box(raw_box, width, height)
+    def read(item: dict) -> ParsedObject | None:
+        box = _read_box(next((item[k] for k in _BOX_KEYS if k in item), None), width, height)
         if box is None:
-            continue
-        raw_points = item.get("points", item.get("point_2d", []))
-        objects.append(ParsedObject(box=box, points=_read_points(raw_points, width, height)))
-    return objects
+            return None
+        return ParsedObject(box=box, points=_read_points(item.get("points", item.get("point_2d", [])), width, height))
+
+    return _collect_objects(data, read)
 
 
 def parse_completion(text: str, width: int | None = None, height: int | None = None) -> ParsedCompletion:
