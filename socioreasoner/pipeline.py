@@ -150,9 +150,9 @@ def objects_to_original(parsed: ParsedCompletion, frame: QwenFrame) -> list[dict
 def final_masks(segmenter: SamSegmenter, embedding: ImageEmbedding, sample: Sample,
                 completions: list[str], settings: PromptSettings | None = None) -> list[FinalResult]:
     """Stage-2 completions of one sample -> boxes + points -> SAM2 (one batched decode) -> final masks."""
+    settings = settings or PromptSettings()
     frame = sample.frame
-    lenient = settings is not None and settings.lenient_parse
-    parsed = [parse_for_sam(text, frame.w, frame.h, lenient) for text in completions]
+    parsed = [parse_for_sam(text, frame.w, frame.h, settings.lenient_parse) for text in completions]
     objects = [objects_to_original(p, frame) for p in parsed]
     masks = segmenter.segment(embedding, objects)
     return [FinalResult(p, objs, m) for p, objs, m in zip(parsed, objects, masks)]

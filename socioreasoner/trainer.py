@@ -131,8 +131,12 @@ class SocioReasonerTrainer(GRPOTrainer):
         local = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.gather(local).view(-1, len(values)).sum(0).tolist()
 
+    def _mode_metrics(self) -> dict[str, list]:
+        """TRL's metric lists of the current mode (averaged and cleared at each log)."""
+        return self._metrics["train" if self.model.training else "eval"]
+
     def _metric_list(self, name: str) -> list:
-        return self._metrics["train" if self.model.training else "eval"][name]
+        return self._mode_metrics()[name]
 
     def _log_stage_metric(self, name: str, values: list[float]) -> None:
         """Mean of `values` over all processes."""
@@ -147,13 +151,13 @@ class SocioReasonerTrainer(GRPOTrainer):
         self._metric_list("stage2/rows").append(totals[1])
 
     def _metric_lengths(self) -> dict[str, int]:
-        return {key: len(values) for key, values in self._metrics["train" if self.model.training else "eval"].items()}
+        return {key: len(values) for key, values in self._mode_metrics().items()}
 
     def _log_per_stage(self, stage: int, before: dict[str, int]) -> None:
         """Copy what TRL logged during one stage's scoring under `stage<n>/`: its stage-agnostic metrics (`reward`,
         `reward_std`, `frac_reward_zero_std`, `completions/*`, `sampling/*`) would otherwise be averaged over
         both stages' calls. Per-component `rewards/*` are already per stage; `num_tokens` is a running total."""
-        for key, values in list(self._metrics["train" if self.model.training else "eval"].items()):
+        for key, values in list(self._mode_metrics().items()):
             if key.startswith(("rewards/", "stage1/", "stage2/")) or key == "num_tokens":
                 continue
             for value in values[before.get(key, 0):]:
