@@ -10,7 +10,7 @@ from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioreasoner.metrics import check_empty_rule
 from socioreasoner.pipeline import PromptSettings
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
-from socioreasoner.rewards import GT_BOX_FRAMES
+from socioreasoner.rewards import check_gt_box_frame
 
 STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
 STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
@@ -55,8 +55,7 @@ class SocioReasonerConfig(GRPOConfig):
         # the templates and the {boxes} mode, checked by the object the trainer builds from them
         PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes)
         check_empty_rule(self.empty_rule)
-        if self.gt_box_frame not in GT_BOX_FRAMES:
-            raise ValueError(f"gt_box_frame {self.gt_box_frame!r}: expected one of {GT_BOX_FRAMES}")
+        check_gt_box_frame(self.gt_box_frame)
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
         if self.reward_weights is None:

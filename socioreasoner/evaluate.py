@@ -52,6 +52,7 @@ from socioreasoner.prompts import read_template
 from socioreasoner.render import side_by_side
 from socioreasoner.rewards import (
     GT_BOX_FRAMES,
+    check_gt_box_frame,
     reward_gt_boxes,
     stage1_rewards,
     stage2_format_reward,
@@ -190,8 +191,7 @@ def check_config(config: dict) -> None:
         if not isinstance(config[key], int) or config[key] < 28 * 28:
             raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected an integer of at least 784")
     check_empty_rule(config["empty_rule"])
-    if config["gt_box_frame"] not in GT_BOX_FRAMES:
-        raise ValueError(f"--gt-box-frame {config['gt_box_frame']!r}: expected one of {GT_BOX_FRAMES}")
+    check_gt_box_frame(config["gt_box_frame"], "--gt-box-frame")
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:

@@ -113,15 +113,18 @@ def _strict_points(raw) -> list[list[float]] | None:
     return points
 
 
-def strict_objects(text: str) -> tuple[list[ParsedObject], str | None]:
-    """SAM2's prompts as the reference reads them from a completion, and why there are none (or None).
+def strict_objects(answer: str | None) -> tuple[list[ParsedObject], str | None]:
+    """SAM2's prompts as the reference reads them from a completion's answer text (`answer_block`), and why
+    there are none (or None).
 
     The answer must be a JSON list; each item that is a dict with `bbox_2d` a list of 4 finite numbers, and
     `points` (optional) a list of points of at least 2 numbers each, is one object (box and `[x, y]` points as
     written, not clipped or sorted). Other items are skipped, as the reference skips them."""
-    ok, data = answer_json(text)
+    if answer is None:
+        return [], "no <answer> block"
+    ok, data = loads_strict(answer)
     if not ok:
-        return [], "no <answer> block" if answer_block(text) is None else "answer is not JSON"
+        return [], "answer is not JSON"
     if not isinstance(data, list):
         return [], "answer is not a JSON list"
     return _collect_objects(data, _strict_object), None
@@ -147,8 +150,9 @@ def _collect_objects(items: list, read) -> list[ParsedObject]:
 
 def parse_strict(text: str) -> ParsedCompletion:
     """Think text, answer text and the reference's SAM2 objects of a completion (`strict_objects`)."""
-    objects, error = strict_objects(text)
-    return ParsedCompletion(extract_tag(text, _THINK), answer_block(text), objects, error=error)
+    answer = answer_block(text)
+    objects, error = strict_objects(answer)
+    return ParsedCompletion(extract_tag(text, _THINK), answer, objects, error=error)
 
 
 def draft_boxes(answer: str) -> list:

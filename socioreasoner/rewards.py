@@ -208,14 +208,8 @@ def stage2_format_reward(completion: str, stage1_answer: str) -> float:
     return _structure(completion) + fraction
 
 
-def points_reward(point_counts) -> float:
-    """Mean over objects of exp(-(n - 2)² / (2·2²)); about two points per object is ideal."""
-    if not point_counts:
-        return 0.0
-    return float(np.mean([_points_term(n) for n in point_counts]))
-
-
 def _points_term(n: int) -> float:
+    """exp(-(n - 2)² / (2·2²)) for an object with n points: about two points is ideal."""
     return math.exp(-((n - POINTS_IDEAL) ** 2) / (2 * POINTS_SIGMA ** 2))
 
 
@@ -260,6 +254,13 @@ def stage2_rewards(completion: str, stage1_answer: str, pred_mask, gt_mask) -> d
 
 # ---------- ground truth ----------
 
+def check_gt_box_frame(value: str, name: str = "gt_box_frame") -> str:
+    """`value` if it names a GT-box convention, else a one-line ValueError naming `name`."""
+    if value not in GT_BOX_FRAMES:
+        raise ValueError(f"{name} {value!r}: expected one of {GT_BOX_FRAMES}")
+    return value
+
+
 def reward_gt_boxes(gt_boxes, frame, gt_box_frame: str = "reference") -> list[list[float]]:
     """The GT boxes the stage-1 rewards compare against, from `mask_to_boxes`' inclusive original-frame boxes.
 
@@ -268,8 +269,6 @@ def reward_gt_boxes(gt_boxes, frame, gt_box_frame: str = "reference") -> list[li
       answers on SocioSeg), kept by default because the released checkpoint was trained on it;
     - "model": the inclusive boxes mapped into the model's frame (`QwenFrame.box_to_resized`), the corrected one.
     """
-    if gt_box_frame == "reference":
+    if check_gt_box_frame(gt_box_frame) == "reference":
         return [[float(x1), float(y1), float(x2 + 1), float(y2 + 1)] for x1, y1, x2, y2 in gt_boxes]
-    if gt_box_frame == "model":
-        return [frame.box_to_resized(b) for b in gt_boxes]
-    raise ValueError(f"gt_box_frame {gt_box_frame!r}: expected one of {GT_BOX_FRAMES}")
+    return [frame.box_to_resized(b) for b in gt_boxes]

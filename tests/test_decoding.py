@@ -51,7 +51,7 @@ def test_metrics_record_the_decoding_and_greedy_overrides_sampling(tiny_models, 
                         max_samples=4))
 
 
-@pytest.mark.parametrize("key,value", [("top_p", 0.0), ("top_p", 1.5), ("top_k", -1)])
+@pytest.mark.parametrize("key,value", [("top_p", 0.0), ("top_p", 1.5), ("top_k", -1), ("gt_box_frame", "original")])
 def test_bad_sampling_settings_are_refused(tiny_models, toy_city, tmp_path, key, value):
     with pytest.raises(ValueError, match=key.replace("_", "-")):
         evaluate(config(tiny_models, toy_city, tmp_path / "x", temperature=1.0, **{key: value}))

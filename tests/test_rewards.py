@@ -19,7 +19,6 @@ from socioreasoner.rewards import (
     count_reward,
     has_think_answer_structure,
     mask_iou_reward,
-    points_reward,
     reward_gt_boxes,
     stage1_format_reward,
     stage1_rewards,
@@ -236,9 +235,12 @@ def test_stage2_points_reward_counts_items_with_points():
 
 
 def test_points_reward_formula():
-    assert points_reward([2, 2]) == 1.0
-    assert points_reward([0]) == pytest.approx(math.exp(-4 / 8))
-    assert points_reward([]) == 0.0
+    def points(*counts):
+        return stage2_points_reward(c(json.dumps([{"points": [[20, 20]] * n} for n in counts])))
+
+    assert points(2, 2) == 1.0
+    assert points(0) == pytest.approx(math.exp(-4 / 8))
+    assert points() == 0.0
 
 
 def test_mask_iou_reward():
