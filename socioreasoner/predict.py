@@ -25,6 +25,7 @@ from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.prompts import check_query, read_template
 from socioreasoner.render import side_by_side
 from socioreasoner.segmenter import DEFAULT_SAM2
+from socioreasoner.vllm_inference import require_vllm
 
 logger = logging.getLogger("socioreasoner.predict")
 RESULT_SCHEMA_VERSION = 1
@@ -51,7 +52,7 @@ def load_pair(map_path: str, sat_path: str, strict: bool = False, max_pixels: in
     return map_image, sat_image, georef
 
 
-def result_record(prediction: Prediction, model: str, sam: str, parse: str = "strict") -> dict:
+def result_record(prediction: Prediction, model: str, sam: str, parse: str = "strict", backend: str = "hf") -> dict:
     sample, stage1, final = prediction.sample, prediction.stage1, prediction.final
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
@@ -59,6 +60,7 @@ def result_record(prediction: Prediction, model: str, sam: str, parse: str = "st
         "model": model,
         "sam": sam,
         "parse": parse,
+        "backend": backend,
         "image_size": [sample.frame.orig_w, sample.frame.orig_h],
         "qwen_frame": [sample.frame.w, sample.frame.h],
         "stage1": {
@@ -77,7 +79,7 @@ def result_record(prediction: Prediction, model: str, sam: str, parse: str = "st
 
 
 def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, georef=None, geojson: bool = False,
-                  parse: str = "strict") -> dict:
+                  parse: str = "strict", backend: str = "hf") -> dict:
     sample = prediction.sample
     atomic_save_image(out / "mask.png", mask_image(prediction.final.mask))
     atomic_save_image(out / "mask_stage1.png", mask_image(prediction.stage1.mask))
@@ -87,7 +89,7 @@ def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, geore
                            final_boxes=[o["box"] for o in prediction.final.objects_original], points=points,
                            stage1_mask=prediction.stage1.mask)
     atomic_save_image(out / "overlay.png", overlay)
-    record = result_record(prediction, model, sam, parse)
+    record = result_record(prediction, model, sam, parse, backend)
     if geojson:
         collection = mask_to_geojson(prediction.final.mask, georef, {"query": sample.query, "model": model})
         atomic_write_json(out / "mask.geojson", collection)
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lenient-parse", action="store_true",
                         help="give SAM2 what the lenient parser reads (single quotes, code fences, number strings; "
                              "clipped) instead of the reference's strict JSON parse; recorded as parse in result.json")
+    parser.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                        help="generate with transformers (hf) or vLLM (vllm; GPU: the gpu extra, CPU: make vllm-venv)")
+    parser.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.5,
+                        help="with --backend vllm on a GPU: the fraction of GPU memory vLLM may take")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
@@ -142,6 +148,11 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("min_pixels", "max_pixels"):
         if getattr(args, name) < 28 * 28:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 784")
+    if not 0 < args.vllm_gpu_memory_utilization <= 1:
+        raise ValueError(f"--vllm-gpu-memory-utilization {args.vllm_gpu_memory_utilization}: expected a fraction "
+                         "in (0, 1]")
+    if args.backend == "vllm":
+        require_vllm()
     check_writable_dir(Path(args.out), "--out")
 
 
@@ -158,14 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             stage2_template=args.stage2_template and read_template(args.stage2_template),
             lenient_parse=args.lenient_parse)
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
-                              max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+                              max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                              backend=args.backend, vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sample = Sample.from_images(args.query, map_image, sat_image, settings)
     prediction = predictor.predict([sample])[0]
     out = Path(args.out)
-    record = write_outputs(prediction, out, args.model, args.sam, georef, args.geojson, settings.parse)
+    record = write_outputs(prediction, out, args.model, args.sam, georef, args.geojson, settings.parse, args.backend)
     area = record["stage2"]["mask_area"] / (sample.frame.orig_w * sample.frame.orig_h)
     print(f"{args.query!r}: {len(record['stage2']['objects'])} object(s), mask {area:.1%} of the image, "
           f"{record['timings']['total_s']:.1f} s -> {out}/")

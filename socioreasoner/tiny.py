@@ -190,9 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory to write qwen2_5_vl/ and sam2/ into")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=64,
+                        help="policy width (4 heads); vLLM's CPU backend needs a head size of 32 or more: 128")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = build_tiny_models(args.out, seed=args.seed)
+    paths = build_tiny_models(args.out, seed=args.seed, hidden_size=args.hidden_size)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

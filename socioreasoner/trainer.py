@@ -32,6 +32,7 @@ from peft import PeftModel
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
+from socioreasoner import vllm_cpu
 from socioreasoner.checkpoints import load_model_weights, weight_files
 from socioreasoner.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
 from socioreasoner.grabcut import make_segmenter
@@ -99,6 +100,7 @@ class SocioReasonerTrainer(GRPOTrainer):
             self.segmenter = make_segmenter(args.sam_model, device=args.sam_device or self.accelerator.device)
         if args.use_vllm:  # vLLM would expand the processor's already-expanded image tokens again
             fix_vllm_prompts(self.vllm_generation, image_token_id(processing_class))
+            vllm_cpu.install(self.vllm_generation)  # on the CPU only: TRL's weight push cannot load there
         self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
 
     def _save(self, output_dir: str | None = None, state_dict=None):

@@ -8,8 +8,10 @@ so vLLM samples from a longer prompt than the trainer scores (368 trainer tokens
 `sampling/sampling_logp_difference` 0.11 mean at step 1 with identical weights, 0.0012 with the
 runs collapsed: issue #19). `collapse_image_runs` turns every run of image-pad tokens back into
 the single placeholder vLLM expects; `fix_vllm_prompts` wraps a `VLLMGeneration`'s `generate` so
-both stages' prompts (the stage-2 drafts included) reach vLLM that way. TRL scores with its own
-prompt ids (it discards the prompt ids vLLM returns), so nothing else changes.
+both stages' prompts (the stage-2 drafts included) reach vLLM that way, and checks the prompts vLLM
+reports it ran against the trainer's: a vLLM that sized an image differently (or a TRL that stopped
+expanding) is an error, not a silent bias. TRL scores with its own prompt ids (it discards the ones vLLM
+returns), so nothing else changes.
 
 Written for TRL 1.16.0 with vLLM 0.31.0 / 0.32.0; `tests/test_vllm_prompts.py` fails loudly when
 TRL's `generate` signature changes.
@@ -35,6 +37,19 @@ def collapse_image_runs(ids: list[int], image_token_id: int) -> list[int]:
     return out
 
 
+def check_prompts_ran(trainer_prompts, vllm_prompts) -> None:
+    """Raise if vLLM ran other prompts than the trainer's (one returned prompt per prompt given; TRL's colocate
+    mode). Nothing to compare when the counts differ (several samples per prompt)."""
+    if vllm_prompts is None or len(vllm_prompts) != len(trainer_prompts):
+        return
+    for index, (ours, ran) in enumerate(zip(trainer_prompts, vllm_prompts)):
+        if list(ran) != list(ours):
+            raise RuntimeError(f"vLLM ran a {len(ran)}-token prompt for our {len(ours)}-token prompt {index}: it "
+                               "would answer another prompt than the one the trainer scores (its image processor "
+                               "sized an image differently, or TRL/vLLM changed how image tokens are passed); "
+                               "see socioreasoner/vllm_prompts.py")
+
+
 def fix_vllm_prompts(vllm_generation, image_token_id: int) -> None:
     """Wrap `vllm_generation.generate(prompts, images, ...)` so that prompts with images reach vLLM with one
     placeholder per image (prompts without images pass unchanged). Idempotent."""
@@ -44,10 +59,13 @@ def fix_vllm_prompts(vllm_generation, image_token_id: int) -> None:
 
     @functools.wraps(generate)
     def generate_with_collapsed_images(prompts, images, *args, **kwargs):
-        if images is not None:
-            prompts = [ids if imgs is None else collapse_image_runs(list(ids), image_token_id)
-                       for ids, imgs in zip(prompts, images, strict=True)]
-        return generate(prompts, images, *args, **kwargs)
+        if images is None:
+            return generate(prompts, images, *args, **kwargs)
+        collapsed = [ids if imgs is None else collapse_image_runs(list(ids), image_token_id)
+                     for ids, imgs in zip(prompts, images, strict=True)]
+        result = generate(collapsed, images, *args, **kwargs)
+        check_prompts_ran(prompts, result[0])
+        return result
 
     setattr(generate_with_collapsed_images, WRAPPED_FLAG, True)
     vllm_generation.generate = generate_with_collapsed_images
