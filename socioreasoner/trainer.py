@@ -51,7 +51,7 @@ from socioreasoner.stage_batch import (
 )
 from socioreasoner.trl_cpu import compact_scoring_on_cpu, load_cpu_index_locations
 from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
-from socioreasoner.vllm_prompts import fix_vllm_prompts
+from socioreasoner.vllm_prompts import fix_vllm_prompts, image_token_id
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -67,14 +67,6 @@ class EpochSeededRepeatSampler(RepeatSampler):
     def set_epoch(self, epoch: int) -> None:
         if self.shuffle:
             self.generator.manual_seed((self.seed or 0) + epoch)
-
-
-def image_token_id(processing_class) -> int:
-    """The id of Qwen's `<|image_pad|>` (the processor's image placeholder)."""
-    token_id = getattr(processing_class, "image_token_id", None)
-    if token_id is None:
-        token_id = processing_class.tokenizer.convert_tokens_to_ids(processing_class.image_token)
-    return int(token_id)
 
 
 class SocioReasonerTrainer(GRPOTrainer):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 
-from socioreasoner.vllm_prompts import check_prompts_ran, collapse_image_runs
+from socioreasoner.vllm_prompts import check_prompts_ran, collapse_image_runs, image_token_id
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class VLLMPolicy:
         from vllm import LLM, SamplingParams
 
         self.processor = processor
-        self.image_token_id = int(processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
+        self.image_token_id = image_token_id(processor)
         self.llm = LLM(model=model, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len(max_pixels, max_new_tokens),
                        limit_mm_per_prompt={"image": 2, "video": 0},

@@ -27,6 +27,14 @@ logger = logging.getLogger(__name__)
 WRAPPED_FLAG = "_socioreasoner_collapses_image_runs"
 
 
+def image_token_id(processing_class) -> int:
+    """The id of Qwen's `<|image_pad|>` (the processor's image placeholder)."""
+    token_id = getattr(processing_class, "image_token_id", None)
+    if token_id is None:
+        token_id = processing_class.tokenizer.convert_tokens_to_ids(processing_class.image_token)
+    return int(token_id)
+
+
 def collapse_image_runs(ids: list[int], image_token_id: int) -> list[int]:
     """`ids` with every run of consecutive `image_token_id` tokens replaced by one."""
     out = []
