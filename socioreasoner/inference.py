@@ -6,7 +6,8 @@ stage-2 generation → `pipeline.final_masks`. The stage transition is the train
 Greedy decoding unless a temperature is given; sampling then uses exactly the given top-p and top-k
 (None: off — never a checkpoint's generation_config defaults), reseeded with `seed` per call.
 `backend="vllm"` generates both stages through vLLM instead (`vllm_inference.VLLMPolicy`: same prompts,
-same outputs); SAM2 and everything else are the same code.
+same outputs); SAM2 and everything else are the same code. `Predictor.predict_scene` runs it over the tiles
+of a whole scene (`socioreasoner.scene`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ class Predictor:
             torch.manual_seed(self.seed)
         out = self.model.generate(**inputs, **self.generation, pad_token_id=self.processor.tokenizer.pad_token_id)
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def predict_scene(self, map_path, sat_path, query: str, out, **options):
+        """Segment `query` over a whole scene of any size (tiled; `scene.SceneOptions` lists the options:
+        tile, overlap, batch_size, resize_map, map_resampling, overview_side, overwrite, progress) and write its
+        GIS outputs into `out`; returns a `scene.SceneResult`. Needs the geo extra."""
+        from socioreasoner.scene import SceneOptions, predict_scene
+
+        return predict_scene(self, map_path, sat_path, query, out, SceneOptions(**options))
 
     def predict(self, samples: list[Sample]) -> list[Prediction]:
         t0 = time.perf_counter()

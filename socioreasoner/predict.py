@@ -1,11 +1,16 @@
-"""Segment a socially defined entity on one (map, satellite) pair.
+"""Segment a socially defined entity on a (map, satellite) pair, or over a whole scene.
 
     python -m socioreasoner.predict --map map.png --sat sat.png --query "school" --out runs/predict
     python -m socioreasoner.predict --map map.png --sat sat.tif --query "Jinan Zoo" --geojson
+    python -m socioreasoner.predict --map city_map.tif --sat city_sat.tif --query "school" --out runs/city
 
-Writes (atomically) into --out: `mask.png` (final mask), `mask_stage1.png` (box-only mask),
-`overlay.png` (map | satellite with stage-1 boxes | satellite with final mask, boxes, points),
-`result.json` (schema: `docs/result_schema.json`) and, with --geojson, `mask.geojson`.
+One pair (a satellite image no larger than --tile): writes (atomically) into --out `mask.png` (final mask),
+`mask_stage1.png` (box-only mask), `overlay.png` (map | satellite with stage-1 boxes | satellite with final
+mask, boxes, points), `result.json` (schema: `docs/result_schema.json`) and, with --geojson, `mask.geojson`.
+
+A scene (a larger satellite raster, or --scene): tiled and merged (`socioreasoner.scene`); writes `mask.tif`
+(Cloud-Optimized GeoTIFF), `objects.gpkg`, `objects.geojson` (RFC 7946, WGS84), `overview.png` and
+`result.json` (schema: `docs/scene_result_schema.json`), and resumes a killed run from the tiles done.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -24,7 +30,10 @@ from socioreasoner.io import atomic_save_image, atomic_write_json, check_writabl
 from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.prompts import check_query, read_template
 from socioreasoner.render import side_by_side
+from socioreasoner.scene import SceneOptions, run_scene, scene_area
+from socioreasoner.scene_reader import RESAMPLING, ScenePair
 from socioreasoner.segmenter import DEFAULT_SAM2
+from socioreasoner.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from socioreasoner.vllm_inference import require_vllm, resolve_backend
 
 logger = logging.getLogger("socioreasoner.predict")
@@ -129,7 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
     parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
     parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
-                        help="refuse larger input images, from their header")
+                        help="one pair: refuse larger input images, from their header (a scene is read by windows)")
+    scene = parser.add_argument_group("whole scenes", "a satellite raster larger than --tile is predicted tile by "
+                                      "tile (needs the geo extra)")
+    scene.add_argument("--scene", action="store_true", help="scene outputs (mask.tif, objects.gpkg, ...) even for a "
+                       "satellite image that fits in one tile")
+    scene.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile side in pixels of the satellite raster")
+    scene.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="overlap of neighbouring tiles, pixels")
+    scene.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
+    scene.add_argument("--resize-map", action="store_true", help="rasters not both georeferenced and of other "
+                       "sizes: stretch the map over the satellite (else refused)")
+    scene.add_argument("--map-resampling", default="bilinear", choices=list(RESAMPLING),
+                       help="resampling of a map reprojected or resized onto the satellite's grid")
+    scene.add_argument("--overview-side", type=int, default=1024, help="longest side of overview.png")
+    scene.add_argument("--overwrite", action="store_true", help="start the scene over instead of resuming it")
     return parser
 
 
@@ -158,13 +180,43 @@ def check_args(args: argparse.Namespace) -> None:
     check_writable_dir(Path(args.out), "--out")
 
 
+def raster_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from the file's header (rasterio where installed, else PIL); None if unreadable."""
+    try:
+        import rasterio
+    except ImportError:
+        rasterio = None
+    try:
+        if rasterio is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                with rasterio.open(path) as src:
+                    return src.width, src.height
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # unreadable here: load_pair/ScenePair say why, in one line
+        return None
+
+
+def is_scene(args: argparse.Namespace) -> bool:
+    size = raster_size(args.sat)
+    return args.scene or (size is not None and max(size) > args.tile)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    pair = None
     try:
         check_args(args)
-        map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict,
-                                                 max_pixels=args.max_image_pixels)
+        if is_scene(args):
+            options = SceneOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                                   resize_map=args.resize_map, map_resampling=args.map_resampling,
+                                   overview_side=args.overview_side, overwrite=args.overwrite)
+            pair = ScenePair(args.map, args.sat, args.resize_map, args.map_resampling)
+        else:
+            map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict,
+                                                     max_pixels=args.max_image_pixels)
         settings = PromptSettings.for_model(
             args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
             stage1_template=args.stage1_template and read_template(args.stage1_template),
@@ -174,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                               max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                               backend=args.backend, vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
     except (OSError, ValueError) as err:
+        if pair is not None:
+            pair.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if pair is not None:
+        return main_scene(args, predictor, pair, options)
     sample = Sample.from_images(args.query, map_image, sat_image, settings)
     prediction = predictor.predict([sample])[0]
     out = Path(args.out)
@@ -183,6 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     area = record["stage2"]["mask_area"] / (sample.frame.orig_w * sample.frame.orig_h)
     print(f"{args.query!r}: {len(record['stage2']['objects'])} object(s), mask {area:.1%} of the image, "
           f"{record['timings']['total_s']:.1f} s -> {out}/")
+    return 0
+
+
+def main_scene(args: argparse.Namespace, predictor: Predictor, pair: ScenePair, options: SceneOptions) -> int:
+    try:
+        with pair:
+            result = run_scene(predictor, pair, args.query, args.out, options)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    record = result.record
+    print(f"{args.query!r}: {record['objects']} object(s), mask {scene_area(record):.1%} of the scene, "
+          f"{record['tiling']['predicted']} tile(s) predicted, {record['tiling']['empty']} empty -> {result.out}/")
     return 0
 
 
