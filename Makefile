@@ -15,7 +15,7 @@ $(BIN)/activate:
 	# torch first and pinned: on CPU machines this is the local CPU wheel; an unpinned
 	# torch (or a wider range asked for by another package) pulls a multi-GB CUDA build.
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,app]"
 	# Qwen's real BPE ranks (qwen.tiktoken), from the dashscope wheel on PyPI, into the cache
 	$(BIN)/python -c "from socioreasoner.qwen_tokenizer import qwen_tiktoken_path as p; print(p())"
 

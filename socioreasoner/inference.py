@@ -131,6 +131,14 @@ class Predictor:
         return predict_scene(self, map_path, sat_path, query, out, SceneOptions(**options))
 
     def predict(self, samples: list[Sample]) -> list[Prediction]:
+        """Both stages on a batch of samples."""
+        *_, predictions = self.predict_stages(samples)
+        return predictions
+
+    def predict_stages(self, samples: list[Sample]):
+        """`predict` step by step, for callers that show progress (the web app): yields the stage-1 results
+        (`Stage1Result` per sample: think text, boxes, mask and the stage-2 drafts) once stage 1 is done, then
+        the list of `Prediction`s."""
         t0 = time.perf_counter()
         stage1_texts = self.generate([with_images(s.stage1_messages(self.settings), [s.map_qwen, s.sat_qwen])
                                       for s in samples])
@@ -139,6 +147,8 @@ class Predictor:
         stage1 = [stage_transition(self.segmenter, emb, s, [text], self.settings)[0]
                   for s, emb, text in zip(samples, embeddings, stage1_texts)]
         t2 = time.perf_counter()
+        yield stage1
+        t2_resume = time.perf_counter()  # the caller's time between the stages is not ours
         stage2_texts = self.generate([with_images(r.messages, [r.map_draft, r.sat_draft]) for r in stage1])
         t3 = time.perf_counter()
         finals = [final_masks(self.segmenter, emb, s, [text], self.settings)[0]
@@ -146,6 +156,7 @@ class Predictor:
         t4 = time.perf_counter()
         per_sample = 1 / len(samples)
         timings = {"stage1_generate_s": (t1 - t0) * per_sample, "sam_and_render_s": (t2 - t1 + t4 - t3) * per_sample,
-                   "stage2_generate_s": (t3 - t2) * per_sample, "total_s": (t4 - t0) * per_sample}
-        return [Prediction(s, a, r, b, f, dict(timings))
-                for s, a, r, b, f in zip(samples, stage1_texts, stage1, stage2_texts, finals)]
+                   "stage2_generate_s": (t3 - t2_resume) * per_sample,
+                   "total_s": (t4 - t0 - (t2_resume - t2)) * per_sample}
+        yield [Prediction(s, a, r, b, f, dict(timings))
+               for s, a, r, b, f in zip(samples, stage1_texts, stage1, stage2_texts, finals)]

@@ -35,15 +35,17 @@ class ToyScene:
     transform: tuple | None
 
 
-def stitch(grid: int, size: int, seed: int, nodata_border: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(map, satellite, mask) arrays of `grid` x `grid` toy-city samples, with a black border around them."""
+def stitch(grid: int, size: int, seed: int, nodata_border: int = 0, **sample_kwargs
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(map, satellite, mask) arrays of `grid` x `grid` toy-city samples (`sample_kwargs`: layout, highlight, tint
+    of `synthetic.generate_sample`), with a black border around them."""
     side = grid * size + 2 * nodata_border
     map_rgb = np.zeros((side, side, 3), np.uint8)
     sat_rgb = np.zeros((side, side, 3), np.uint8)
     mask = np.zeros((side, side), bool)
     for i in range(grid):
         for j in range(grid):
-            sample = generate_sample(_split_seed(seed, "scene", i * grid + j), size=size)
+            sample = generate_sample(_split_seed(seed, "scene", i * grid + j), size=size, **sample_kwargs)
             rows = slice(nodata_border + i * size, nodata_border + (i + 1) * size)
             cols = slice(nodata_border + j * size, nodata_border + (j + 1) * size)
             map_rgb[rows, cols], sat_rgb[rows, cols], mask[rows, cols] = sample["map"], sample["sat"], sample["mask"] > 0
@@ -88,12 +90,13 @@ def _bounds(transform, width: int, height: int):
 
 def generate_toy_scene(out: str | Path, grid: int = 3, size: int = 160, seed: int = 0, georeferenced: bool = True,
                        crs: str = DEFAULT_CRS, resolution: float = 1.0, map_crs: str | None = None,
-                       map_resolution: float | None = None, nodata_border: int = 0) -> ToyScene:
+                       map_resolution: float | None = None, nodata_border: int = 0, layout: str = "city",
+                       highlight: bool = False, tint: float = 0.0) -> ToyScene:
     from rasterio.transform import from_origin
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    map_rgb, sat_rgb, mask = stitch(grid, size, seed, nodata_border)
+    map_rgb, sat_rgb, mask = stitch(grid, size, seed, nodata_border, layout=layout, highlight=highlight, tint=tint)
     height, width = mask.shape
     if not georeferenced:
         map_path, sat_path = out / "map.png", out / "sat.png"
@@ -121,10 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--map-resolution", type=float, help="the map's pixel size in its CRS's units")
     parser.add_argument("--nodata-border", type=int, default=0, help="black pixels around the city")
     parser.add_argument("--plain", action="store_true", help="plain PNGs without georeference")
+    parser.add_argument("--layout", choices=("city", "grid"), default="city", help="toy-city layout of each sample")
+    parser.add_argument("--highlight", action="store_true", help="fill each sample's targets red on the map")
+    parser.add_argument("--tint", type=float, default=0.0, help="coordinate tint of each sample's map")
     args = parser.parse_args(argv)
     scene = generate_toy_scene(args.out, args.grid, args.size, args.seed, georeferenced=not args.plain,
                                map_crs=args.map_crs, map_resolution=args.map_resolution,
-                               nodata_border=args.nodata_border)
+                               nodata_border=args.nodata_border, layout=args.layout, highlight=args.highlight,
+                               tint=args.tint)
     print(f"wrote {scene.map_path} and {scene.sat_path} ({scene.width}x{scene.height}, {scene.crs or 'no CRS'})")
 
 
