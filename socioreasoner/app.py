@@ -37,6 +37,7 @@ from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.predict import load_pair, raster_size, write_outputs
 from socioreasoner.prompts import check_query
 from socioreasoner.render import GT_MASK_COLOUR, draw_boxes, overlay_mask, side_by_side
+from socioreasoner.scene_outputs import write_mask_geotiff
 from socioreasoner.segmenter import DEFAULT_SAM2
 
 logger = logging.getLogger("socioreasoner.app")
@@ -96,25 +97,6 @@ def decoding(predictor: Predictor, sample: bool, temperature: float, max_new_tok
         yield
     finally:
         predictor.generation = saved
-
-
-def write_mask_geotiff(path: Path, mask: np.ndarray, georef) -> None:
-    """The mask as a single-band uint8 GeoTIFF (255 = the entity) in the satellite's CRS and transform."""
-    import rasterio
-    from rasterio.transform import Affine
-
-    from socioreasoner.scene_outputs import _replace, _temp_path
-
-    tmp = _temp_path(Path(path))
-    try:
-        with rasterio.open(tmp, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1,
-                           dtype="uint8", crs=georef.crs, transform=Affine(*georef.transform),
-                           compress="deflate") as dst:
-            dst.write((np.asarray(mask, bool) * 255).astype(np.uint8)[None])
-        _replace(tmp, Path(path))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class App:

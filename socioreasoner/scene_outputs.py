@@ -50,14 +50,14 @@ PIXEL_COORDINATES = "pixel (x right, y down, origin at the scene's top-left corn
 TileMasks = Callable[[Tile], "tuple[np.ndarray, np.ndarray] | None"]
 
 
-def _temp_path(path: Path) -> Path:
+def temp_path(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     os.unlink(tmp)  # GDAL creates the file itself
     return Path(tmp)
 
 
-def _replace(tmp: Path, path: Path) -> None:
+def move_into_place(tmp: Path, path: Path) -> None:
     os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
 
@@ -88,7 +88,7 @@ def write_mask_tif(path: Path, width: int, height: int, georef: SceneGeoref | No
     from rasterio.windows import Window
 
     path = Path(path)
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     pixels = 0
     overview = np.zeros(overview_shape, bool)
     tags = {"socioreasoner": "scene mask: 255 = the entity, 0 = not",
@@ -114,7 +114,7 @@ def write_mask_tif(path: Path, width: int, height: int, georef: SceneGeoref | No
             if not cog:
                 dst.build_overviews(_overview_factors(width, height), Resampling.nearest)
         if cog:
-            cog_tmp = _temp_path(path)
+            cog_tmp = temp_path(path)
             try:
                 rio_copy(tmp, cog_tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
                          OVERVIEW_RESAMPLING="NEAREST")
@@ -123,11 +123,28 @@ def write_mask_tif(path: Path, width: int, height: int, georef: SceneGeoref | No
                 raise
             tmp.unlink()
             tmp = cog_tmp
-        _replace(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return MaskSummary(cog, pixels, overview)
+
+
+def write_mask_geotiff(path: Path, mask: np.ndarray, georef) -> None:
+    """The mask as a single-band uint8 GeoTIFF (255 = the entity) in the satellite's CRS and transform."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    tmp = temp_path(Path(path))
+    try:
+        with rasterio.open(tmp, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1,
+                           dtype="uint8", crs=georef.crs, transform=Affine(*georef.transform),
+                           compress="deflate") as dst:
+            dst.write((np.asarray(mask, bool) * 255).astype(np.uint8)[None])
+        move_into_place(tmp, Path(path))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _has_driver(name: str) -> bool:
@@ -277,7 +294,7 @@ def write_gpkg(path: Path, records: list[dict], georef: SceneGeoref | None) -> N
     import pyogrio.raw
 
     path = Path(path)
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     geometry = np.array([r["geometry"].wkb for r in records], dtype=object)
     field_data = []
     for name in FIELDS:
@@ -297,7 +314,7 @@ def write_gpkg(path: Path, records: list[dict], georef: SceneGeoref | None) -> N
             pyogrio.raw.write(str(tmp), geometry, field_data, list(FIELDS), layer="objects", driver="GPKG",
                               geometry_type="Polygon", crs=georef.crs if georef else None,
                               layer_metadata=metadata)
-        _replace(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
