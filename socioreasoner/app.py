@@ -46,6 +46,7 @@ TOY_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "toy_sample"
 MAX_SAMPLES_LISTED = 200
 LEVEL_CHOICES = ["unknown", *LEVELS]
 IMAGE_HEIGHT = 320
+MAX_UPLOAD = "200mb"  # Gradio refuses larger uploads; the pixel limit (`images.MAX_IMAGE_PIXELS`) applies below it
 
 
 class InputError(ValueError):
@@ -284,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     page = build_ui(app)
     page.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
-                                                   allowed_paths=[str(Path(args.out).resolve())])
+                                                   allowed_paths=[str(Path(args.out).resolve())],
+                                                   max_file_size=MAX_UPLOAD)
     return 0
 
 
