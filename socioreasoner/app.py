@@ -31,12 +31,12 @@ from PIL import Image
 from socioreasoner.data import LEVELS
 from socioreasoner.images import mask_array
 from socioreasoner.inference import DEFAULT_MODEL, Predictor
-from socioreasoner.io import atomic_save_image, check_writable_dir
+from socioreasoner.io import check_writable_dir
 from socioreasoner.metrics import mask_iou
 from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.predict import load_pair, raster_size, write_outputs
 from socioreasoner.prompts import check_query
-from socioreasoner.render import GT_MASK_COLOUR, draw_boxes, overlay_mask, side_by_side
+from socioreasoner.render import GT_MASK_COLOUR, draw_boxes, overlay_mask
 from socioreasoner.scene_outputs import write_mask_geotiff
 from socioreasoner.segmenter import DEFAULT_SAM2
 
@@ -143,9 +143,9 @@ class App:
         with decoding(self.predictor, sample, temperature, max_new_tokens):
             steps = self.predictor.predict_stages([sample_])
             (stage1,) = next(steps)
-            yield {"stage1_think": _think(stage1.parsed), "stage1_image": draw_boxes(sat_image, stage1.boxes_original),
-                   "drafts": [stage1.map_draft, stage1.sat_draft], "status": "stage 1 done; stage 2 running…",
-                   "notes": notes}
+            shown = {"stage1_think": _think(stage1.parsed), "stage1_image": draw_boxes(sat_image, stage1.boxes_original),
+                     "drafts": [stage1.map_draft, stage1.sat_draft], "notes": notes}
+            yield {**shown, "status": "stage 1 done; stage 2 running…"}
             (prediction,) = next(steps)
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.out))  # ours: never named by an upload or id
         record = write_outputs(prediction, run_dir, self.predictor.model_id, self.predictor.sam_id, georef,
@@ -154,11 +154,8 @@ class App:
         if georef is not None:
             write_mask_geotiff(run_dir / "mask.tif", prediction.final.mask, georef)
             files.append(run_dir / "mask.tif")
-        points = [p for o in prediction.final.objects_original for p in o["points"]]
-        final = side_by_side(map_image, sat_image, prediction.final.mask, stage1_boxes=stage1.boxes_original,
-                             final_boxes=[o["box"] for o in prediction.final.objects_original], points=points,
-                             stage1_mask=stage1.mask)
-        atomic_save_image(run_dir / "overlay.png", final)
+        with Image.open(run_dir / "overlay.png") as image:  # write_outputs drew it, as predict does
+            final = image.convert("RGB")
         timings = record["timings"]
         status = (f"{len(record['stage2']['objects'])} object(s); stage 1 {timings['stage1_generate_s']:.1f} s, "
                   f"SAM2 + render {timings['sam_and_render_s']:.1f} s, stage 2 {timings['stage2_generate_s']:.1f} s")
@@ -167,10 +164,8 @@ class App:
             iou = mask_iou(prediction.final.mask, gt)
             gt_image = overlay_mask(sat_image, gt, GT_MASK_COLOUR)
             status += f"; IoU with the ground truth {iou:.3f}" + (f" (level: {level})" if level in LEVELS else "")
-        yield {"stage1_think": _think(stage1.parsed), "stage1_image": draw_boxes(sat_image, stage1.boxes_original),
-               "drafts": [stage1.map_draft, stage1.sat_draft], "stage2_think": _think(prediction.final.parsed),
-               "final": final, "gt": gt_image, "iou": iou, "status": status, "notes": notes,
-               "files": [str(f) for f in files], "record": record}
+        yield {**shown, "stage2_think": _think(prediction.final.parsed), "final": final, "gt": gt_image, "iou": iou,
+               "status": status, "files": [str(f) for f in files], "record": record}
 
 
 def _think(parsed) -> str:
