@@ -27,14 +27,14 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from socioreasoner.backbones import POLICY_TYPES, load_policy
 from socioreasoner.checkpoints import resolve_resume
 from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
 from socioreasoner.grabcut import GRABCUT
-from socioreasoner.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type
+from socioreasoner.model_types import SAM2_TYPES, check_model_type
 from socioreasoner.policy import freeze_vision_tower
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
 from socioreasoner.qwen_processor import load_qwen_processor
@@ -68,7 +68,7 @@ def preflight(training_args: SocioReasonerConfig, model_args: ModelConfig) -> st
     """Checks before anything expensive; returns the checkpoint to resume from (None: a fresh run).
     A bad path or a model of the wrong type fails here; a partial last checkpoint is passed over with a warning."""
     checkpoint = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    check_model_type(model_args.model_name_or_path, QWEN2_5_VL_TYPES, "policy (model_name_or_path)")
+    check_model_type(model_args.model_name_or_path, POLICY_TYPES, "policy (model_name_or_path)")
     if training_args.sam_model != GRABCUT:
         check_model_type(training_args.sam_model, SAM2_TYPES, "segmenter (sam_model)")
     return checkpoint
@@ -88,13 +88,12 @@ def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model
         evaluation = load_socioseg(script_args.dataset, script_args.eval_split, skip_invalid=script_args.skip_invalid,
                                    levels=script_args.levels)
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
-        attn_implementation=model_args.attn_implementation)
+    model = load_policy(model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
+                        attn_implementation=model_args.attn_implementation)
     if training_args.freeze_vision_tower:
         logger.info("froze %d vision-tower tensors", freeze_vision_tower(model))
     processor = load_qwen_processor(model_args.model_name_or_path, max_pixels=max(training_args.max_pixels,
-                                                                                 28 * 28 * 4))
+                                                                                 32 * 32 * 4))
     trainer = SocioReasonerTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
                                    processing_class=processor, peft_config=get_peft_config(model_args))
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_coord_frame
 from socioreasoner.metrics import check_empty_rule
 from socioreasoner.pipeline import PromptSettings
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
@@ -38,6 +38,9 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "GT boxes of the stage-1 rewards: 'reference' ([x, y, x+w, y+h] on the original mask, compared "
                 "with answers in the model's frame as the reference does) or 'model' (mapped into the model's "
                 "frame: the corrected convention)."})
+    coord_frame: str | None = field(default=None, metadata={
+        "help": "The policy's coordinate frame: 'absolute' (resized pixels, Qwen2.5-VL) or 'relative1000' (0-1000, "
+                "Qwen3-VL / Qwen3.5); default: the model family's (`socioreasoner.backbones`)."})
     min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Qwen frame: smart_resize min pixels."})
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Qwen frame: smart_resize max pixels."})
     empty_rule: str = field(default="zero", metadata={
@@ -56,6 +59,8 @@ class SocioReasonerConfig(GRPOConfig):
         PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes)
         check_empty_rule(self.empty_rule)
         check_gt_box_frame(self.gt_box_frame)
+        if self.coord_frame is not None:
+            check_coord_frame(self.coord_frame)
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
         if self.reward_weights is None:

@@ -55,8 +55,7 @@ def image_reliance(model, processor, examples, max_examples: int = 32, shift: in
 def image_reliance_of(model_dir: str, dataset: str, split: str = "val", max_pixels: int | None = None,
                       max_examples: int = 32) -> dict:
     """`image_reliance` for the Qwen2.5-VL at `model_dir` on stage-1 GT answers of a dataset split."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
+    from socioreasoner.backbones import load_policy
     from socioreasoner.data import load_socioseg
     from socioreasoner.pipeline import PromptSettings
     from socioreasoner.qwen_processor import load_qwen_processor
@@ -66,7 +65,7 @@ def image_reliance_of(model_dir: str, dataset: str, split: str = "val", max_pixe
     records = load_socioseg(dataset, split, max_samples=max_examples)
     examples = sft_examples(records, settings, stages=(1,))
     processor = load_qwen_processor(model_dir, settings.min_pixels, settings.max_pixels)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).eval()
+    model = load_policy(model_dir).eval()
     return image_reliance(model, processor, examples, max_examples=max_examples)
 
 

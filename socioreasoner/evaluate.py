@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from socioreasoner.data import load_socioseg, mask_to_array, skipped_invalid
+from socioreasoner.frame import COORD_FRAMES, check_coord_frame
 from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference import DEFAULT_MODEL, Predictor
 from socioreasoner.io import (
@@ -72,14 +73,15 @@ DEFAULTS = {
     "skip_invalid": False, "max_image_pixels": MAX_IMAGE_PIXELS, "top_p": None, "top_k": None, "greedy": False,
     "stage1_template": None, "stage2_template": None,  # None: the model's saved templates, else the reference's
     "lenient_parse": False, "gt_box_frame": "reference",
+    "coord_frame": None,  # None: the policy family's (backbones.BACKBONES), or what its checkpoint recorded
     # hf: transformers' generate; vllm: vLLM (loaded once); auto: vllm with the GPU extra on a GPU, else hf
     "backend": "hf", "vllm_gpu_memory_utilization": 0.5,
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
                    "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed", "prompts", "parse",
-                   "gt_box_frame", "backend")
-LEGACY_SETTINGS = {"backend": "hf"}  # what a journal written before a setting existed was run with
+                   "gt_box_frame", "backend", "coord_frame")
+LEGACY_SETTINGS = {"backend": "hf", "coord_frame": "absolute"}  # what a journal written before a setting existed was run with
 SETTINGS_FILE = "eval_settings.json"
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
@@ -94,7 +96,7 @@ def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "r
     s1_inter, s1_union = intersection_union(prediction.stage1.mask, gt)
     gt_boxes = reward_gt_boxes(row["gt_boxes"], prediction.sample.frame, gt_box_frame)
     stage1_boxes = prediction.stage1.boxes
-    stage1 = stage1_rewards(prediction.stage1_text, gt_boxes)
+    stage1 = stage1_rewards(prediction.stage1_text, gt_boxes, prediction.sample.frame.pixels_per_unit)
     return {
         "id": row["id"], "level": row["level"], "problem": row["problem"],
         "iou": iou_from_counts(inter, union, empty_rule), "stage1_iou": iou_from_counts(s1_inter, s1_union, empty_rule),
@@ -197,6 +199,8 @@ def check_config(config: dict) -> None:
             raise ValueError(f"--{key.replace('_', '-')} {config[key]!r}: expected an integer of at least 784")
     check_empty_rule(config["empty_rule"])
     check_gt_box_frame(config["gt_box_frame"], "--gt-box-frame")
+    if config["coord_frame"] is not None:
+        check_coord_frame(config["coord_frame"], "--coord-frame")
     config["backend"] = resolve_backend(config["backend"])  # recorded resolved: what generated the results
     utilization = config["vllm_gpu_memory_utilization"]
     if not (isinstance(utilization, (int, float)) and 0 < utilization <= 1):
@@ -252,8 +256,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
         config["model"], min_pixels=config["min_pixels"], max_pixels=config["max_pixels"],
         stage1_template=config["stage1_template"] and read_template(config["stage1_template"]),
         stage2_template=config["stage2_template"] and read_template(config["stage2_template"]),
-        lenient_parse=bool(config["lenient_parse"]))
-    config["parse"] = settings.parse
+        lenient_parse=bool(config["lenient_parse"]), coord_frame=config["coord_frame"])
+    config["parse"], config["coord_frame"] = settings.parse, settings.coords  # recorded resolved
     config["prompts"] = {"stage1_template": settings.stage1_template, "stage2_template": settings.stage2_template,
                          "stage2_boxes": settings.stage2_boxes}
     out = Path(config["out"])
@@ -280,7 +284,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     bar = tqdm(total=len(dataset), initial=len(done), desc="eval", unit="sample")
     for start in range(0, len(todo), config["batch_size"]):
         rows = [dataset[i] for i in todo[start:start + config["batch_size"]]]
-        samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], settings) for r in rows]
+        samples = [Sample.from_images(r["problem"], r["map_image"], r["sat_image"], predictor.settings) for r in rows]
         for row, prediction in zip(rows, predictor.predict(samples)):
             record = sample_record(row, prediction, config["empty_rule"], config["gt_box_frame"])
             atomic_save_image(out / record["mask_file"], mask_image(prediction.final.mask))
@@ -297,7 +301,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "num_samples": len(records), "skipped_invalid": skipped_invalid(dataset),
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
             "decoding": decoding(config), "prompts": config["prompts"], "parse": config["parse"],
-            "gt_box_frame": config["gt_box_frame"], "backend": config["backend"],
+            "gt_box_frame": config["gt_box_frame"], "coord_frame": config["coord_frame"], "backend": config["backend"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
     report = {**meta, **metrics}
     atomic_write_json(out / "metrics.json", report)
@@ -341,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "metrics.json as parse")
     parser.add_argument("--gt-box-frame", choices=list(GT_BOX_FRAMES),
                         help="GT boxes of the stage-1 reward columns: reference (default) or model")
+    parser.add_argument("--coord-frame", choices=list(COORD_FRAMES),
+                        help="the coordinates the policy writes: absolute (resized-image pixels) or relative1000 "
+                             "(0-1000); default: its family's, or what its checkpoint recorded")
     parser.add_argument("--backend", choices=["auto", "hf", "vllm"],
                         help="generate with transformers (hf, default) or vLLM (vllm: loaded once, both stages "
                              "batched); auto: vllm where vLLM and a CUDA GPU are present, else hf")

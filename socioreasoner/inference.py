@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration
 
+from socioreasoner.backbones import POLICY_TYPES, load_policy, resolve_frame, warn_if_prompt_opens_think
 from socioreasoner.grabcut import GRABCUT, make_segmenter
-from socioreasoner.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type
+from socioreasoner.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type, model_config
 from socioreasoner.pipeline import (
     FinalResult,
     PromptSettings,
@@ -62,6 +62,14 @@ class Prediction:
         return self.final.mask
 
 
+def check_vllm_family(model: str) -> None:
+    """vLLM generation is wired (prompt expansion, CPU patches) and tested for Qwen2.5-VL only."""
+    check_model_type(model, POLICY_TYPES, "policy (--model)")
+    found = model_config(model)["model_type"]
+    if found not in QWEN2_5_VL_TYPES:
+        raise ValueError(f"{model}: --backend vllm is wired for Qwen2.5-VL only (a {found} model); use --backend hf")
+
+
 class Predictor:
     """Policy + processor + SAM2, loaded once; `predict` runs both stages on a batch of samples."""
 
@@ -72,19 +80,22 @@ class Predictor:
         self.model_id, self.sam_id = model, sam
         self.backend = backend = resolve_backend(backend)
         if backend == "vllm":
+            check_vllm_family(model)
             require_vllm()
         self.device = resolve_device(device)
-        self.settings = settings or PromptSettings()
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        max_pixels = max(self.settings.max_pixels, 28 * 28 * 4)
         self.model = self.vllm = None
         try:
-            check_model_type(model, QWEN2_5_VL_TYPES, "policy (--model)")
+            check_model_type(model, POLICY_TYPES, "policy (--model)")
+            config = model_config(model)
+            self.settings = resolve_frame(settings or PromptSettings(), config)  # the family's coordinate frame
+            max_pixels = max(self.settings.max_pixels, (2 * self.settings.factor) ** 2)
             if sam != GRABCUT:
                 check_model_type(sam, SAM2_TYPES, "segmenter (--sam)")
             self.processor = load_qwen_processor(model, max_pixels=max_pixels)
+            warn_if_prompt_opens_think(self.processor)
             if backend == "hf":
-                self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=dtype).to(self.device)
+                self.model = load_policy(model, dtype=dtype).to(self.device)
                 self.model.eval()
         except OSError as err:
             raise OSError(f"cannot load the policy {model!r} (a hub id needs network access; or give a local "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-QWEN2_5_VL_TYPES = ("qwen2_5_vl",)
+QWEN2_5_VL_TYPES = ("qwen2_5_vl",)  # policies: backbones.POLICY_TYPES
 SAM2_TYPES = ("sam2", "sam2_video")
 
 
@@ -25,23 +25,28 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def model_type(source: str) -> str | None:
-    """`model_type` from a model's config: a local directory (a LoRA run directory: its base model), or a hub id
-    (read through the hub cache / network). None if the config names none."""
+def model_config(source: str) -> dict:
+    """A model's `config.json` as a dict: a local directory (a LoRA run directory: its base model's), or a hub id
+    (read through the hub cache / network: OSError when offline and not cached)."""
     path = Path(source)
     if path.is_dir():
         if not (path / "config.json").is_file() and (path / "adapter_config.json").is_file():
             base = _read_json(path / "adapter_config.json", "adapter config").get("base_model_name_or_path")
             if not base:
                 raise ValueError(f"{path}/adapter_config.json: no base_model_name_or_path")
-            return model_type(base)
+            return model_config(base)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path}: no config.json (not a transformers model directory)")
-        return _read_json(path / "config.json", "model config").get("model_type")
+        return _read_json(path / "config.json", "model config")
     from transformers import PretrainedConfig
 
-    config, _ = PretrainedConfig.get_config_dict(source)  # OSError when offline and not cached
-    return config.get("model_type")
+    config, _ = PretrainedConfig.get_config_dict(source)
+    return config
+
+
+def model_type(source: str) -> str | None:
+    """`model_type` from a model's config (`model_config`); None if the config names none."""
+    return model_config(source).get("model_type")
 
 
 def check_model_type(source: str, expected: tuple[str, ...], role: str) -> None:

@@ -7,8 +7,8 @@
 SAM2's prompts come from the strict parse (`parsing.parse_strict`, the reference's), or the lenient
 one with `PromptSettings.lenient_parse`; the draft's boxes likewise (`parsing.draft_boxes`).
 
-Coordinates: completions live in the Qwen frame (`QwenFrame`); SAM2 and masks in the original
-satellite frame. Everything here is generation-free: who generates (TRL's HF `generate` or
+Coordinates: completions live in the model's frame (`QwenFrame`: resized pixels, or 0–1000 for Qwen3-VL);
+drafts are drawn on the resized images; SAM2 and masks work in the original satellite frame. Everything here is generation-free: who generates (TRL's HF `generate` or
 vLLM in training, `generate` in predict/eval) is the caller's business.
 """
 
@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QwenFrame
+from socioreasoner.frame import (
+    ABSOLUTE,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    QWEN_FACTOR,
+    QwenFrame,
+    check_coord_frame,
+)
 from socioreasoner.images import to_rgb
 from socioreasoner.parsing import ParsedCompletion, draft_boxes, parse_for_sam
 from socioreasoner.prompts import (
@@ -49,6 +56,10 @@ class PromptSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     stage2_boxes: str = "answer"  # what stage 2's {boxes} holds (`prompts.STAGE2_BOXES_MODES`)
     lenient_parse: bool = False   # SAM2 prompts and draft boxes from the lenient parser (not the reference's)
+    # the model's coordinate frame (`frame.COORD_FRAMES`) and smart_resize factor; None: the model's own
+    # (`backbones.resolve_frame`), and Qwen2.5-VL's (absolute, 28) where no model is at hand
+    coord_frame: str | None = None
+    resize_factor: int | None = None
 
     @property
     def parse(self) -> str:
@@ -60,13 +71,27 @@ class PromptSettings:
         check_template(self.stage2_template, STAGE2_FIELDS, "stage2_template")
         if self.stage2_boxes not in STAGE2_BOXES_MODES:
             raise ValueError(f"stage2_boxes {self.stage2_boxes!r}: expected one of {STAGE2_BOXES_MODES}")
+        if self.coord_frame is not None:
+            check_coord_frame(self.coord_frame)
+        if self.resize_factor is not None and (not isinstance(self.resize_factor, int) or self.resize_factor < 1):
+            raise ValueError(f"resize_factor {self.resize_factor!r}: expected a positive integer (patch x merge)")
+
+    @property
+    def coords(self) -> str:
+        return self.coord_frame or ABSOLUTE
+
+    @property
+    def factor(self) -> int:
+        return self.resize_factor or QWEN_FACTOR
 
     @classmethod
     def for_model(cls, model: str, **kwargs) -> PromptSettings:
         """The templates `model` was trained with when its directory records them, else the defaults; `kwargs`
         (e.g. templates given on the command line) win over both. None values in `kwargs` are ignored."""
+        from socioreasoner.backbones import frame_of_model
+
         given = {k: v for k, v in kwargs.items() if v is not None}
-        return cls(**{**(load_prompt_templates(model) or {}), **given})
+        return cls(**{**(frame_of_model(model) or {}), **(load_prompt_templates(model) or {}), **given})
 
 
 @dataclass
@@ -89,12 +114,13 @@ class Sample:
         if map_image.size != sat_image.size:
             raise ValueError(f"map is {map_image.size[0]}x{map_image.size[1]} but satellite is "
                              f"{sat_image.size[0]}x{sat_image.size[1]}; resize the map first")
-        frame = QwenFrame.for_size(*sat_image.size, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+        frame = QwenFrame.for_size(*sat_image.size, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                                   factor=settings.factor, coords=settings.coords)
         return cls(query, map_image, sat_image, frame, frame.resize(map_image), frame.resize(sat_image))
 
     def stage1_messages(self, settings: PromptSettings | None = None) -> list[dict]:
         template = (settings or PromptSettings()).stage1_template
-        return stage1_prompt(self.query, self.frame.w, self.frame.h, template)
+        return stage1_prompt(self.query, self.frame.w, self.frame.h, template, self.frame.coords)
 
 
 @dataclass
@@ -123,21 +149,21 @@ def stage_transition(segmenter: SamSegmenter, embedding: ImageEmbedding, sample:
     """Stage-1 completions of one sample -> boxes -> SAM2 (one batched decode) -> drafts -> stage-2 prompts."""
     settings = settings or PromptSettings()
     frame = sample.frame
-    parsed = [parse_for_sam(text, frame.w, frame.h, settings.lenient_parse) for text in completions]
+    parsed = [parse_for_sam(text, frame.coord_w, frame.coord_h, settings.lenient_parse) for text in completions]
     objects = [objects_to_original(p, frame) for p in parsed]  # the reference prompts SAM2 with stage 1's points too
     masks = segmenter.segment(embedding, objects)
     results = []
     for text, p, objs, mask in zip(completions, parsed, objects, masks):
         mask_qwen = resize_mask(mask, (frame.w, frame.h))  # once, for both drafts
         answer = answer_text(text)
-        drawn = p.boxes if settings.lenient_parse else draft_boxes(answer)
+        drawn = [frame.box_to_pixels(b) for b in (p.boxes if settings.lenient_parse else draft_boxes(answer))]
         result = Stage1Result(
             parsed=p, boxes=p.boxes, boxes_original=[o["box"] for o in objs], mask=mask,
             map_draft=render_draft(sample.map_qwen, drawn, mask_qwen),
             sat_draft=render_draft(sample.sat_qwen, drawn, mask_qwen), answer=answer,
         )
         boxes = answer if settings.stage2_boxes == "answer" else p.boxes
-        result.messages = stage2_prompt(sample.query, frame.w, frame.h, boxes, settings.stage2_template)
+        result.messages = stage2_prompt(sample.query, frame.w, frame.h, boxes, settings.stage2_template, frame.coords)
         results.append(result)
     return results
 
@@ -152,7 +178,7 @@ def final_masks(segmenter: SamSegmenter, embedding: ImageEmbedding, sample: Samp
     """Stage-2 completions of one sample -> boxes + points -> SAM2 (one batched decode) -> final masks."""
     settings = settings or PromptSettings()
     frame = sample.frame
-    parsed = [parse_for_sam(text, frame.w, frame.h, settings.lenient_parse) for text in completions]
+    parsed = [parse_for_sam(text, frame.coord_w, frame.coord_h, settings.lenient_parse) for text in completions]
     objects = [objects_to_original(p, frame) for p in parsed]
     masks = segmenter.segment(embedding, objects)
     return [FinalResult(p, objs, m) for p, objs, m in zip(parsed, objects, masks)]

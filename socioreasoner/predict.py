@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from socioreasoner.frame import COORD_FRAMES
 from socioreasoner.geo import mask_to_geojson, read_image
 from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor
@@ -72,6 +73,7 @@ def result_record(prediction: Prediction, model: str, sam: str, parse: str = "st
         "backend": backend,
         "image_size": [sample.frame.orig_w, sample.frame.orig_h],
         "qwen_frame": [sample.frame.w, sample.frame.h],
+        "coord_frame": sample.frame.coords,
         "stage1": {
             "think": stage1.parsed.think, "answer": stage1.parsed.answer, "parse_error": stage1.parsed.error,
             "boxes": stage1.boxes_original, "boxes_qwen": stage1.boxes,
@@ -129,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lenient-parse", action="store_true",
                         help="give SAM2 what the lenient parser reads (single quotes, code fences, number strings; "
                              "clipped) instead of the reference's strict JSON parse; recorded as parse in result.json")
+    parser.add_argument("--coord-frame", choices=list(COORD_FRAMES),
+                        help="the coordinates the policy writes: absolute (resized-image pixels) or relative1000 "
+                             "(0-1000); default: its family's, or what its checkpoint recorded")
     parser.add_argument("--backend", default="hf", choices=["auto", "hf", "vllm"],
                         help="generate with transformers (hf) or vLLM (vllm; GPU: the gpu extra, CPU: make vllm-venv); "
                              "auto: vllm where vLLM and a CUDA GPU are present")
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
             stage1_template=args.stage1_template and read_template(args.stage1_template),
             stage2_template=args.stage2_template and read_template(args.stage2_template),
-            lenient_parse=args.lenient_parse)
+            lenient_parse=args.lenient_parse, coord_frame=args.coord_frame)
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                               backend=args.backend, vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)

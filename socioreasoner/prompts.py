@@ -76,6 +76,11 @@ PROMPT_STYLES = {
 # checkpoints saved before this choice existed were trained with.
 STAGE2_BOXES_MODES = ("answer", "parsed")
 
+# Appended to both stages' text for Qwen3-VL / Qwen3.5, which ground in relative coordinates (`frame.RELATIVE1000`);
+# the reference's templates (written for Qwen2.5-VL's pixels) say nothing of the frame.
+RELATIVE_COORDINATES_NOTE = (" All coordinates (boxes and points) are relative: integers from 0 to 1000 across the "
+                             "image's width and height.")
+
 # Written next to a checkpoint trained with custom templates, so eval and predict prompt it the same way
 PROMPTS_FILE = "socioreasoner_prompts.json"
 # (required, optional) fields of each template
@@ -142,9 +147,16 @@ def _user_turn(text: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": text}]}]
 
 
-def stage1_prompt(query: str, width: int, height: int, template: str = STAGE1_TEMPLATE) -> list[dict]:
-    """Messages for stage 1: [map, satellite] + the query. Width/height: the Qwen frame."""
-    return _user_turn(fill_template(template, query=query, width=width, height=height))
+def with_coordinate_note(text: str, coords: str = "absolute") -> str:
+    """The prompt text, plus `RELATIVE_COORDINATES_NOTE` for a model whose coordinates are relative (0–1000)."""
+    return text if coords == "absolute" else text + RELATIVE_COORDINATES_NOTE
+
+
+def stage1_prompt(query: str, width: int, height: int, template: str = STAGE1_TEMPLATE,
+                  coords: str = "absolute") -> list[dict]:
+    """Messages for stage 1: [map, satellite] + the query. Width/height: the Qwen frame; `coords`: the model's
+    coordinate frame (`frame.COORD_FRAMES`)."""
+    return _user_turn(with_coordinate_note(fill_template(template, query=query, width=width, height=height), coords))
 
 
 def answer_text(completion: str) -> str:
@@ -153,21 +165,25 @@ def answer_text(completion: str) -> str:
     return answer.strip() if answer is not None else ""
 
 
-def stage2_prompt(query: str, width: int, height: int, boxes, template: str = STAGE2_TEMPLATE) -> list[dict]:
+def stage2_prompt(query: str, width: int, height: int, boxes, template: str = STAGE2_TEMPLATE,
+                  coords: str = "absolute") -> list[dict]:
     """Messages for stage 2: the rendered [map, satellite] + the query + the stage-1 boxes — a text used as it is
     (the raw answer, `answer_text`), or a list of boxes, written with `format_boxes`."""
     text = boxes if isinstance(boxes, str) else format_boxes(boxes)
-    return _user_turn(fill_template(template, query=query, width=width, height=height, boxes=text))
+    return _user_turn(with_coordinate_note(
+        fill_template(template, query=query, width=width, height=height, boxes=text), coords))
 
 
 def save_prompt_templates(directory: str | Path, stage1_template: str, stage2_template: str,
-                          stage2_boxes: str = "answer") -> Path:
-    """Record the templates (and the stage-2 {boxes} mode) a checkpoint was trained with in `directory/PROMPTS_FILE`."""
+                          stage2_boxes: str = "answer", coord_frame: str | None = None) -> Path:
+    """Record the templates (the stage-2 {boxes} mode, the coordinate frame) a checkpoint was trained with in
+    `directory/PROMPTS_FILE`."""
     from socioreasoner.io import atomic_write_json
 
-    return atomic_write_json(Path(directory) / PROMPTS_FILE, {"stage1_template": stage1_template,
-                                                             "stage2_template": stage2_template,
-                                                             "stage2_boxes": stage2_boxes})
+    record = {"stage1_template": stage1_template, "stage2_template": stage2_template, "stage2_boxes": stage2_boxes}
+    if coord_frame is not None:
+        record["coord_frame"] = coord_frame
+    return atomic_write_json(Path(directory) / PROMPTS_FILE, record)
 
 
 def load_prompt_templates(model: str | Path) -> dict[str, str] | None:
@@ -186,5 +202,10 @@ def load_prompt_templates(model: str | Path) -> dict[str, str] | None:
     boxes = data.get("stage2_boxes", "parsed")  # files from before the field: trained on re-serialised boxes
     if boxes not in STAGE2_BOXES_MODES:
         raise ValueError(f"{path}: stage2_boxes {boxes!r}; expected one of {STAGE2_BOXES_MODES}")
-    return {"stage1_template": data["stage1_template"], "stage2_template": data["stage2_template"],
-            "stage2_boxes": boxes}
+    saved = {"stage1_template": data["stage1_template"], "stage2_template": data["stage2_template"],
+             "stage2_boxes": boxes}
+    if "coord_frame" in data:
+        if data["coord_frame"] not in ("absolute", "relative1000"):
+            raise ValueError(f"{path}: coord_frame {data['coord_frame']!r}; expected 'absolute' or 'relative1000'")
+        saved["coord_frame"] = data["coord_frame"]
+    return saved

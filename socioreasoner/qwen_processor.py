@@ -1,11 +1,12 @@
-"""Loading Qwen2.5-VL's processor the same way for the real checkpoint and the tiny one.
+"""Loading the Qwen processors (Qwen2.5-VL, Qwen3-VL, Qwen3.5) the same way for real checkpoints and tiny ones.
 
-transformers' `Qwen2_5_VLProcessor` insists on a video processor, and the Qwen video processor
-imports torchvision. Without torchvision (our CPU install), `AutoProcessor.from_pretrained`
+transformers' `Qwen2_5_VLProcessor` and `Qwen3VLProcessor` insist on a video processor, and the Qwen
+video processors import torchvision. Without torchvision (our CPU install), `AutoProcessor.from_pretrained`
 silently degrades to a bare tokenizer. We only ever feed images, so `load_qwen_processor`
 builds the processor explicitly from its parts — the tokenizer, the (PIL-backed) Qwen2-VL
-image processor and the chat template — for `Qwen/Qwen2.5-VL-3B-Instruct` and the tiny model
-alike, with or without torchvision.
+image processor (all three families use it: patch 14 for Qwen2.5-VL, 16 for the others, read from the
+model's `preprocessor_config.json`) and the chat template — for hub checkpoints and the tiny models
+alike, with or without torchvision. The processor class follows the model type (`backbones`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers import AutoTokenizer, Qwen2_5_VLProcessor
+from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 
-class QwenImageProcessor(Qwen2_5_VLProcessor):
-    """`Qwen2_5_VLProcessor` for image (not video) inputs; needs no torchvision."""
+class _ImageOnly:
+    """A Qwen processor for image (not video) inputs; needs no torchvision."""
 
     def check_argument_for_proper_class(self, argument_name, argument):
         if argument_name == "video_processor" and argument is None:
@@ -31,9 +32,28 @@ class QwenImageProcessor(Qwen2_5_VLProcessor):
         save_directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         self.image_processor.save_pretrained(save_directory)
+        config_path = save_directory / "preprocessor_config.json"  # which processor class reads these parts back
+        config = json.loads(config_path.read_text())
+        config["processor_class"] = self.family_processor
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if self.chat_template:
             (save_directory / "chat_template.jinja").write_text(self.chat_template)
         return [str(save_directory)]
+
+
+class QwenImageProcessor(_ImageOnly, Qwen2_5_VLProcessor):
+    """`Qwen2_5_VLProcessor` for images only (Qwen2.5-VL)."""
+
+    family_processor = "Qwen2_5_VLProcessor"
+
+
+class Qwen3ImageProcessor(_ImageOnly, Qwen3VLProcessor):
+    """`Qwen3VLProcessor` for images only (Qwen3-VL, Qwen3.5)."""
+
+    family_processor = "Qwen3VLProcessor"
+
+
+PROCESSOR_CLASSES = {"Qwen2_5_VLProcessor": QwenImageProcessor, "Qwen3VLProcessor": Qwen3ImageProcessor}
 
 
 def _chat_template(model_id: str, tokenizer, **hub_kwargs) -> str | None:
@@ -57,10 +77,30 @@ def _chat_template(model_id: str, tokenizer, **hub_kwargs) -> str | None:
     return tokenizer.chat_template
 
 
+def _processor_class(model_id: str) -> str:
+    """The processor class of `model_id`: its model type's (`backbones`), or for a directory holding only
+    processor files, the `processor_class` its `preprocessor_config.json` names (Qwen2.5-VL's if none)."""
+    from socioreasoner.backbones import backbone_for_type
+    from socioreasoner.model_types import model_type
+
+    directory = Path(model_id)
+    if directory.is_dir() and not (directory / "config.json").is_file():
+        try:
+            name = json.loads((directory / "preprocessor_config.json").read_text()).get("processor_class")
+        except (OSError, ValueError, AttributeError) as err:
+            raise ValueError(f"{directory}/preprocessor_config.json: unreadable ({type(err).__name__})") from err
+        name = name or "Qwen2_5_VLProcessor"
+        if name not in PROCESSOR_CLASSES:
+            raise ValueError(f"{model_id}/preprocessor_config.json: processor_class {name!r}; expected one of "
+                             f"{sorted(PROCESSOR_CLASSES)}")
+        return name
+    return backbone_for_type(model_type(model_id), model_id).processor_class
+
+
 def load_qwen_processor(
     model_id: str, min_pixels: int | None = None, max_pixels: int | None = None, **hub_kwargs
-) -> QwenImageProcessor:
-    """The Qwen2.5-VL processor of `model_id` (hub id or directory).
+) -> QwenImageProcessor | Qwen3ImageProcessor:
+    """The image-only processor of the Qwen model `model_id` (hub id or directory), of its family's class.
 
     `min_pixels` / `max_pixels` override the image processor's bounds; we resize images to the
     Qwen frame ourselves (`socioreasoner.frame`), so they only need to admit that size.
@@ -75,4 +115,5 @@ def load_qwen_processor(
     chat_template = _chat_template(model_id, tokenizer, **hub_kwargs)
     if not chat_template:
         raise ValueError(f"{model_id}: no chat template found (chat_template.jinja/.json or tokenizer_config)")
-    return QwenImageProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    processor_class = PROCESSOR_CLASSES[_processor_class(model_id)]
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)

@@ -66,6 +66,27 @@ QWEN_ADDED_TOKENS = [
     "<|file_sep|>",
 ]
 
+# Qwen3's further added tokens (Qwen3-VL: ids 151665-151668, after Qwen2.5's); with them the vocabulary is
+# Qwen3-VL's.
+QWEN3_ADDED_TOKENS = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
+
+# A Qwen3-VL-Instruct-style chat template: as Qwen2.5-VL's, without a default system turn.
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}"
+    "{% endfor %}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 # A Qwen2.5-VL-style chat template: a default system turn, images as
 # <|vision_start|><|image_pad|><|vision_end|> inside the user turn, in content order.
 QWEN_CHAT_TEMPLATE = (
@@ -159,8 +180,9 @@ class _QwenTikTokenConverter(TikTokenConverter):
         return load_bpe_ranks(tiktoken_url)
 
 
-def build_qwen_tokenizer(tiktoken_file: str | Path | None = None) -> PreTrainedTokenizerFast:
-    """Qwen2.5-VL's tokenizer: real vocabulary, special tokens at their real ids, chat template."""
+def build_qwen_tokenizer(tiktoken_file: str | Path | None = None, qwen3: bool = False) -> PreTrainedTokenizerFast:
+    """Qwen2.5-VL's tokenizer (`qwen3`: Qwen3-VL's, with Qwen3's four added tokens and its chat template): real
+    vocabulary, special tokens at their real ids, chat template."""
     tiktoken_file = Path(tiktoken_file) if tiktoken_file else qwen_tiktoken_path()
     backend = _QwenTikTokenConverter(vocab_file=str(tiktoken_file), pattern=QWEN_PATTERN).converted()
     backend.normalizer = normalizers.NFC()
@@ -168,7 +190,8 @@ def build_qwen_tokenizer(tiktoken_file: str | Path | None = None) -> PreTrainedT
         raise ValueError(f"{tiktoken_file}: expected {QWEN_NUM_REGULAR_TOKENS} tokens, got {backend.get_vocab_size()}")
     # Added to the backend first, in order, so that each lands on Qwen's id.
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
-    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_ADDED_TOKENS])
+    added = QWEN_ADDED_TOKENS + (QWEN3_ADDED_TOKENS if qwen3 else [])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -180,10 +203,10 @@ def build_qwen_tokenizer(tiktoken_file: str | Path | None = None) -> PreTrainedT
         model_max_length=131072,
         padding_side="left",
     )
-    for offset, token in enumerate(QWEN_SPECIAL_TOKENS + QWEN_ADDED_TOKENS):
+    for offset, token in enumerate(QWEN_SPECIAL_TOKENS + added):
         expected = QWEN_NUM_REGULAR_TOKENS + offset
         actual = tokenizer.convert_tokens_to_ids(token)
         if actual != expected:
             raise AssertionError(f"special token {token} got id {actual}, Qwen uses {expected}")
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE if qwen3 else QWEN_CHAT_TEMPLATE
     return tokenizer

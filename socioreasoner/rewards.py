@@ -118,8 +118,9 @@ def stage1_count_reward(completion: str, gt_boxes) -> float:
     return _component(0.0, _stage1_count, data, len(gt_boxes)) if ok else 0.0
 
 
-def _iou_l1_hits(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(K, J) hits [IoU > 0.5] + [mean L1 < 10], IoU counting pixels inclusively, on the raw numbers."""
+def _iou_l1_hits(pred: np.ndarray, gt: np.ndarray, l1_scale=(1.0, 1.0)) -> np.ndarray:
+    """(K, J) hits [IoU > 0.5] + [mean L1 < 10], IoU counting pixels inclusively, on the raw numbers; the L1 with
+    x and y differences multiplied by `l1_scale` (resized pixels per model unit: 1 in absolute frames)."""
     p, g = pred[:, None, :], gt[None, :, :]
     with np.errstate(all="ignore"):
         inter_w = np.maximum(0, np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]) + 1)
@@ -128,43 +129,46 @@ def _iou_l1_hits(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         area_p = (p[..., 2] - p[..., 0] + 1) * (p[..., 3] - p[..., 1] + 1)
         area_g = (g[..., 2] - g[..., 0] + 1) * (g[..., 3] - g[..., 1] + 1)
         iou = inter / np.maximum(area_p + area_g - inter, 1e-6)
-        l1 = np.mean(np.abs(p - g), axis=2)
+        sx, sy = l1_scale
+        l1 = np.mean(np.abs(p - g) * np.array([sx, sy, sx, sy]), axis=2)
         return (iou > IOU_THRESHOLD).astype(float) + (l1 < L1_THRESHOLD).astype(float)
 
 
-def box_accuracy_reward(pred_boxes, gt_boxes) -> float:
+def box_accuracy_reward(pred_boxes, gt_boxes, l1_scale=(1.0, 1.0)) -> float:
     """Hungarian matching with cost 2 - hits; Σ over matched pairs of (hits - 1), / max(K, J). Both lists capped
-    at `MAX_OBJECTS`; 0 when either is empty. Raises for boxes that are not (K, 4) arrays of numbers."""
+    at `MAX_OBJECTS`; 0 when either is empty. Raises for boxes that are not (K, 4) arrays of numbers.
+    `l1_scale`: see `_iou_l1_hits` (`QwenFrame.pixels_per_unit`: the 10-px L1 threshold stays 10 resized pixels
+    in a relative frame)."""
     pred, gt = np.asarray(pred_boxes)[:MAX_OBJECTS], np.asarray(gt_boxes)[:MAX_OBJECTS]
     if len(pred) == 0 or len(gt) == 0:
         return 0.0
     if pred.ndim != 2 or pred.shape[1] != 4 or gt.ndim != 2 or gt.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4) arrays, got {pred.shape} and {gt.shape}")
-    hits = _iou_l1_hits(pred, gt)
+    hits = _iou_l1_hits(pred, gt, l1_scale)
     rows, cols = linear_sum_assignment(2.0 - hits)
     return float(np.sum(hits[rows, cols] - 1.0) / max(len(pred), len(gt)))
 
 
-def _stage1_box(data, gt_boxes) -> float:
+def _stage1_box(data, gt_boxes, l1_scale) -> float:
     if not data:
         return 0.0
-    return box_accuracy_reward(_predicted_boxes(data), gt_boxes)
+    return box_accuracy_reward(_predicted_boxes(data), gt_boxes, l1_scale)
 
 
-def stage1_box_reward(completion: str, gt_boxes) -> float:
+def stage1_box_reward(completion: str, gt_boxes, l1_scale=(1.0, 1.0)) -> float:
     """`box_accuracy_reward` of the answer's raw boxes; 0 for an empty answer, no tag, invalid JSON, any box the
     computation cannot use (a string, `null`, 3 numbers), or an empty GT list."""
     ok, data = answer_json(completion)
-    return _component(0.0, _stage1_box, data, gt_boxes) if ok else 0.0
+    return _component(0.0, _stage1_box, data, gt_boxes, l1_scale) if ok else 0.0
 
 
-def stage1_rewards(completion: str, gt_boxes) -> dict[str, float]:
+def stage1_rewards(completion: str, gt_boxes, l1_scale=(1.0, 1.0)) -> dict[str, float]:
     """Stage-1 reward components (`format`, `count`, `box`) and their sum (`total`)."""
     completion = clean_completion(completion)
     rewards = {
         "format": stage1_format_reward(completion),
         "count": stage1_count_reward(completion, gt_boxes),
-        "box": stage1_box_reward(completion, gt_boxes),
+        "box": stage1_box_reward(completion, gt_boxes, l1_scale),
     }
     rewards["total"] = sum(rewards.values())
     return rewards
@@ -267,8 +271,16 @@ def reward_gt_boxes(gt_boxes, frame, gt_box_frame: str = "reference") -> list[li
     - "reference": `[x, y, x + w, y + h]` (exclusive end) in the original frame, compared with predictions in
       the model's frame as they are — the reference's convention (a frame mismatch: 768-px GT against 756-px
       answers on SocioSeg), kept by default because the released checkpoint was trained on it;
-    - "model": the inclusive boxes mapped into the model's frame (`QwenFrame.box_to_resized`), the corrected one.
+    - "model": the inclusive boxes mapped into the model's frame (`QwenFrame.box_to_model`), the corrected one.
+
+    In a relative (0–1000) frame there is no resized pixel grid to mismatch: "reference" keeps the reference's
+    exclusive-end boxes and scales them into model units (x · 1000 / width, unclipped); "model" maps the
+    inclusive ones (`box_to_model`).
     """
     if check_gt_box_frame(gt_box_frame) == "reference":
-        return [[float(x1), float(y1), float(x2 + 1), float(y2 + 1)] for x1, y1, x2, y2 in gt_boxes]
-    return [frame.box_to_resized(b) for b in gt_boxes]
+        boxes = [[float(x1), float(y1), float(x2 + 1), float(y2 + 1)] for x1, y1, x2, y2 in gt_boxes]
+        if frame is None or frame.coords == "absolute":
+            return boxes
+        sx, sy = frame.scale_x, frame.scale_y
+        return [[b[0] / sx, b[1] / sy, b[2] / sx, b[3] / sy] for b in boxes]
+    return [frame.box_to_model(b) for b in gt_boxes]

@@ -143,10 +143,12 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
     rows = {"prompt": [], "completion": [], "images": []}
     for record in dataset:
         sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
-        mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))
+        frame = sample.frame
+        mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))  # resized pixels
         if 1 in stages:
             rows["prompt"].append(sample.stage1_messages(settings))
-            rows["completion"].append([{"role": "assistant", "content": stage1_target(sample.query, boxes, stage1_reasoning)}])
+            rows["completion"].append([{"role": "assistant", "content": stage1_target(
+                sample.query, [frame.pixels_to_model(b) for b in boxes], stage1_reasoning)}])
             rows["images"].append([sample.map_qwen, sample.sat_qwen])
         if 2 not in stages or (stage2_fraction < 1 and rng.random() >= stage2_fraction):
             continue
@@ -154,18 +156,22 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
         if draft_noise > 0 and rng.random() < draft_noise:
             draft = noisy_draft(boxes, sample.frame.w, sample.frame.h, rng)
         targets = [component_points(mask_q, b, rng) if points == "random" else diagonal_points(mask_q, b) for b in draft]
+        # the draft and its points in model coordinates (the same numbers for absolute frames)
+        draft_model = [frame.pixels_to_model(b) for b in draft]
+        targets_model = [[frame.pixels_to_model(p) for p in pts] for pts in targets]
         if segmenter is None:  # the draft's mask: the GT inside the draft's boxes
             draft_mask = mask_q if draft is boxes else mask_q & boxes_to_mask(mask_q.shape, draft)
-            rows["prompt"].append(stage2_prompt(sample.query, sample.frame.w, sample.frame.h, draft,
-                                                settings.stage2_template))
+            rows["prompt"].append(stage2_prompt(sample.query, frame.w, frame.h, draft_model,
+                                                settings.stage2_template, frame.coords))
             rows["images"].append([render_draft(sample.map_qwen, draft, draft_mask),
                                    render_draft(sample.sat_qwen, draft, draft_mask)])
         else:
             embedding = segmenter.encode([sample.sat_image])[0]
-            drafted = stage_transition(segmenter, embedding, sample, [stage1_target(sample.query, draft)], settings)[0]
+            drafted = stage_transition(segmenter, embedding, sample, [stage1_target(sample.query, draft_model)],
+                                       settings)[0]
             rows["prompt"].append(drafted.messages)
             rows["images"].append([drafted.map_draft, drafted.sat_draft])
-        rows["completion"].append([{"role": "assistant", "content": stage2_target(draft, targets)}])
+        rows["completion"].append([{"role": "assistant", "content": stage2_target(draft_model, targets_model)}])
     return datasets.Dataset.from_dict(rows)
 
 
@@ -177,16 +183,16 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     `freeze_vision`: train the language model only (see `policy.freeze_vision_tower`).
     `settings`: the prompt templates `examples` were built with, saved with the model so that
     GRPO, eval and predict prompt it the same way (`PromptSettings.for_model`)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
     from trl import SFTConfig, SFTTrainer
 
+    from socioreasoner.backbones import load_policy
     from socioreasoner.policy import freeze_vision_tower
     from socioreasoner.qwen_processor import load_qwen_processor
     from socioreasoner.trl_cpu import compact_scoring_on_cpu
 
     compact_scoring_on_cpu()
     processor = load_qwen_processor(model_path)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path)
+    model = load_policy(model_path)
     if freeze_vision:
         freeze_vision_tower(model)
     args = SFTConfig(
@@ -200,7 +206,8 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     trainer.save_model(out_dir)
     processor.save_pretrained(out_dir)
     if settings is not None:
-        save_prompt_templates(out_dir, settings.stage1_template, settings.stage2_template, settings.stage2_boxes)
+        save_prompt_templates(out_dir, settings.stage1_template, settings.stage2_template, settings.stage2_boxes,
+                              settings.coord_frame)
     return Path(out_dir)
 
 
@@ -228,7 +235,11 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default=None, help="device of --draft-sam (default: cuda if available)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    settings = PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    from socioreasoner.backbones import resolve_frame
+    from socioreasoner.model_types import model_config
+
+    settings = resolve_frame(PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels),
+                             model_config(args.model))  # the model family's coordinate frame
     segmenter = None
     if args.draft_sam:
         from socioreasoner.grabcut import make_segmenter

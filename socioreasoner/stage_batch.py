@@ -34,6 +34,7 @@ def training_row(record: dict, settings: PromptSettings, gt_box_frame: str = "re
         "level": record.get("level"),
         "gt_boxes": reward_gt_boxes(record["gt_boxes"], frame, gt_box_frame),
         "frame": [frame.orig_w, frame.orig_h, frame.w, frame.h],
+        "coord_frame": frame.coords,
         "sat_image": sample.sat_image,
         "map_image": sample.map_image,
         "gt_mask": mask_to_array(record["mask_label"]),
@@ -50,9 +51,13 @@ def training_dataset(dataset, settings: PromptSettings, gt_box_frame: str = "ref
     return dataset.with_transform(transform)
 
 
+def frame_of(row: dict) -> QwenFrame:
+    """The `QwenFrame` a training row was built in."""
+    return QwenFrame(*row["frame"], coords=row.get("coord_frame", "absolute"))
+
+
 def sample_of(row: dict) -> Sample:
-    ow, oh, w, h = row["frame"]
-    frame = QwenFrame(ow, oh, w, h)
+    frame = frame_of(row)
     map_qwen, sat_qwen = row["images"]
     return Sample(row["problem"], row["map_image"], row["sat_image"], frame, map_qwen, sat_qwen)
 

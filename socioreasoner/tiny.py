@@ -4,6 +4,10 @@
 
 - `DIR/qwen2_5_vl/`: a `Qwen2_5_VLForConditionalGeneration` with a few small layers, Qwen's
   real tokenizer (see `qwen_tokenizer`) and the Qwen2-VL image processor (patch 14, merge 2);
+- `DIR/qwen3_vl/`: a `Qwen3VLForConditionalGeneration` (patch 16, DeepStack, 0–1000 coordinates) with
+  Qwen3-VL's real vocabulary (Qwen2.5's plus Qwen3's four added tokens) and an Instruct-style chat template;
+- `DIR/qwen3_5/`: a `Qwen3_5ForConditionalGeneration` (Gated-DeltaNet + gated-attention layers) with the
+  same tokenizer (Qwen3.5's own 248k vocabulary cannot be built offline; its config's token ids follow);
 - `DIR/sam2/`: a `Sam2Model` (Hiera backbone, FPN neck, prompt encoder, two-way mask decoder)
   with small widths and a 256-px input, plus its `preprocessor_config.json`.
 
@@ -109,6 +113,60 @@ def build_tiny_qwen(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 5
     return out_dir
 
 
+def tiny_qwen3_vl_config(hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2,
+                         family: str = "qwen3_vl"):
+    """A Qwen3-VL (`family` "qwen3_vl") or Qwen3.5 ("qwen3_5") config with the real structure at toy widths:
+    patch 16, merge 2, interleaved M-RoPE, DeepStack (Qwen3-VL), Gated-DeltaNet + gated-attention layers
+    (Qwen3.5). Token ids are Qwen3-VL's, which our offline tokenizer has (Qwen3.5's 248k vocabulary is not
+    available offline, so its tiny model uses Qwen3-VL's, with the config's image/vision ids set to it)."""
+    from transformers import Qwen3_5Config, Qwen3VLConfig
+
+    heads, head_dim = 4, 16
+    text = dict(vocab_size=QWEN_VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim,
+                max_position_embeddings=4096, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+                tie_word_embeddings=True)
+    vision = dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden_size,
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64)
+    if family == "qwen3_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [2, 3, 3],
+                                   "mrope_interleaved": True}
+        vision["deepstack_visual_indexes"] = [0]
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True)
+    if family != "qwen3_5":
+        raise ValueError(f"family {family!r}: expected 'qwen3_vl' or 'qwen3_5'")
+    text.update(layer_types=["linear_attention", "full_attention"][:num_layers] + ["full_attention"] * (num_layers - 2),
+                linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                rope_parameters={"rope_type": "default", "rope_theta": 10_000_000.0, "mrope_section": [2, 1, 1],
+                                 "mrope_interleaved": True, "partial_rotary_factor": 0.5})
+    return Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True, image_token_id=151655,
+                         video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+
+
+def build_tiny_qwen3(out_dir: str | Path, family: str = "qwen3_vl", seed: int = 0, min_pixels: int = 64 * 64,
+                     max_pixels: int = 448 * 448, **config_kwargs) -> Path:
+    """Write a tiny Qwen3-VL or Qwen3.5 (model + image-only processor) to `out_dir`."""
+    from transformers import Qwen3_5ForConditionalGeneration, Qwen3VLForConditionalGeneration
+
+    from socioreasoner.qwen_processor import Qwen3ImageProcessor
+    from socioreasoner.qwen_tokenizer import QWEN3_CHAT_TEMPLATE
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    model_class = Qwen3VLForConditionalGeneration if family == "qwen3_vl" else Qwen3_5ForConditionalGeneration
+    model = model_class(tiny_qwen3_vl_config(family=family, **config_kwargs))
+    model.generation_config.eos_token_id = [151645, 151643]
+    model.generation_config.pad_token_id = 151643
+    model.save_pretrained(out_dir)
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size=16, merge_size=2,
+        temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    Qwen3ImageProcessor(image_processor=image_processor, tokenizer=build_qwen_tokenizer(qwen3=True),
+                        chat_template=QWEN3_CHAT_TEMPLATE).save_pretrained(out_dir)
+    return out_dir
+
+
 def tiny_sam2_config(image_size: int = 256, hidden_size: int = 32) -> Sam2Config:
     """A SAM2 config (Hiera + FPN + prompt encoder + mask decoder) at toy widths."""
     s = image_size
@@ -135,19 +193,38 @@ def tiny_sam2_config(image_size: int = 256, hidden_size: int = 32) -> Sam2Config
     )
 
 
-def sam2_hiera_large_config() -> Sam2Config:
-    """The architecture of `facebook/sam2-hiera-large` (for random-weight benchmarks on a GPU)."""
+# The Hiera sizes of the released SAM2 checkpoints (facebook/sam2-hiera-{size}; the same for sam2.1):
+# (hidden, heads, blocks per stage, window sizes, global-attention blocks, window-embedding background)
+SAM2_SIZES = {
+    "tiny": (96, 1, [1, 2, 7, 2], [8, 4, 14, 7], [5, 7, 9], [7, 7]),
+    "small": (96, 1, [1, 2, 11, 2], [8, 4, 14, 7], [7, 10, 13], [7, 7]),
+    "base-plus": (112, 2, [2, 3, 16, 3], [8, 4, 14, 7], [12, 16, 20], [14, 14]),
+    "large": (144, 2, [2, 6, 36, 4], [8, 4, 16, 8], [23, 33, 43], [7, 7]),
+}
+
+
+def sam2_config(size: str = "large") -> Sam2Config:
+    """The architecture of `facebook/sam2-hiera-{size}` (random-weight benchmarks, memory plans)."""
+    if size not in SAM2_SIZES:
+        raise ValueError(f"SAM2 size {size!r}: expected one of {', '.join(SAM2_SIZES)}")
+    hidden, heads, blocks, windows, global_blocks, background = SAM2_SIZES[size]
+    widths = [hidden * 2**i for i in range(4)]
     return Sam2Config(
         vision_config=dict(
             backbone_config=dict(
-                hidden_size=144, num_attention_heads=2, blocks_per_stage=[2, 6, 36, 4],
-                embed_dim_per_stage=[144, 288, 576, 1152], num_attention_heads_per_stage=[2, 4, 8, 16],
-                window_size_per_stage=[8, 4, 16, 8], global_attention_blocks=[23, 33, 43],
-                window_positional_embedding_background_size=[7, 7],
+                hidden_size=hidden, num_attention_heads=heads, blocks_per_stage=blocks,
+                embed_dim_per_stage=widths, num_attention_heads_per_stage=[heads * 2**i for i in range(4)],
+                window_size_per_stage=windows, global_attention_blocks=global_blocks,
+                window_positional_embedding_background_size=background,
             ),
-            backbone_channel_list=[1152, 576, 288, 144],
+            backbone_channel_list=widths[::-1],
         ),
     )
+
+
+def sam2_hiera_large_config() -> Sam2Config:
+    """The architecture of `facebook/sam2-hiera-large` (for random-weight benchmarks on a GPU)."""
+    return sam2_config("large")
 
 
 def write_sam2_preprocessor_config(out_dir: Path, image_size: int) -> None:
@@ -177,24 +254,35 @@ def build_tiny_sam2(out_dir: str | Path, seed: int = 0, image_size: int = 256, r
     return out_dir
 
 
-def build_tiny_models(out: str | Path, seed: int = 0, **qwen_config_kwargs) -> dict[str, Path]:
-    """Both tiny models under `out`; `qwen_config_kwargs` go to `tiny_qwen_config` (e.g. `rope_theta`)."""
+QWEN3_FAMILIES = ("qwen3_vl", "qwen3_5")
+
+
+def build_tiny_models(out: str | Path, seed: int = 0, families: tuple[str, ...] = (),
+                      **qwen_config_kwargs) -> dict[str, Path]:
+    """The tiny Qwen2.5-VL and SAM2 under `out`, plus the tiny models of `families` (`QWEN3_FAMILIES`);
+    `qwen_config_kwargs` go to `tiny_qwen_config` (e.g. `rope_theta`)."""
     out = Path(out)
-    return {
+    paths = {
         "qwen2_5_vl": build_tiny_qwen(out / "qwen2_5_vl", seed=seed, **qwen_config_kwargs),
         "sam2": build_tiny_sam2(out / "sam2", seed=seed),
     }
+    for family in families:
+        paths[family] = build_tiny_qwen3(out / family, family=family, seed=seed)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="directory to write qwen2_5_vl/ and sam2/ into")
+    parser.add_argument("--out", required=True, help="directory to write qwen2_5_vl/, sam2/ (and qwen3_vl/, qwen3_5/) into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden-size", type=int, default=64,
                         help="policy width (4 heads); vLLM's CPU backend needs a head size of 32 or more: 128")
+    parser.add_argument("--family", choices=["all", "qwen2_5_vl", *QWEN3_FAMILIES], default="all",
+                        help="which policy families to write besides qwen2_5_vl/ and sam2/ (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = build_tiny_models(args.out, seed=args.seed, hidden_size=args.hidden_size)
+    families = QWEN3_FAMILIES if args.family == "all" else tuple(f for f in QWEN3_FAMILIES if f == args.family)
+    paths = build_tiny_models(args.out, seed=args.seed, families=families, hidden_size=args.hidden_size)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -33,12 +33,15 @@ from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
 from socioreasoner import vllm_cpu
+from socioreasoner.backbones import resolve_frame, warn_if_prompt_opens_think
 from socioreasoner.checkpoints import load_model_weights, weight_files
 from socioreasoner.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
 from socioreasoner.grabcut import make_segmenter
 from socioreasoner.io import append_jsonl
 from socioreasoner.metrics import intersection_union, iou_from_counts
+from socioreasoner.model_types import QWEN2_5_VL_TYPES, model_config
 from socioreasoner.pipeline import PromptSettings, final_masks, stage_transition
+from socioreasoner.policy import skip_frozen_vision_backward
 from socioreasoner.prompts import save_prompt_templates
 from socioreasoner.segmenter import SamSegmenter
 from socioreasoner.stage_batch import (
@@ -69,6 +72,20 @@ class EpochSeededRepeatSampler(RepeatSampler):
             self.generator.manual_seed((self.seed or 0) + epoch)
 
 
+def policy_config(model):
+    """The policy's config: a loaded model's, or the config of the directory / hub id TRL will load."""
+    return model.config if hasattr(model, "config") else model_config(str(model))
+
+
+def check_generation_backend(config, use_vllm: bool) -> None:
+    """vLLM generation (prompt collapse, CPU patches) is wired and tested for Qwen2.5-VL only: refuse the others
+    before an engine starts."""
+    found = config.get("model_type") if isinstance(config, dict) else config.model_type
+    if use_vllm and found not in QWEN2_5_VL_TYPES:
+        raise ValueError(f"use_vllm with a {found} policy: vLLM generation is wired for Qwen2.5-VL only here; "
+                         "set use_vllm: false (HF generation)")
+
+
 class SocioReasonerTrainer(GRPOTrainer):
     """Two-stage GRPO. `train_dataset` is a `load_socioseg` dataset; rows are built from it lazily."""
 
@@ -76,8 +93,12 @@ class SocioReasonerTrainer(GRPOTrainer):
                  segmenter: SamSegmenter | None = None, eval_dataset=None, **kwargs):
         compact_scoring_on_cpu()
         load_cpu_index_locations()
-        self.settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels,
-                                       args.stage2_boxes, args.lenient_parse)
+        settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels,
+                                  args.stage2_boxes, args.lenient_parse, coord_frame=args.coord_frame)
+        config = policy_config(model)
+        self.settings = resolve_frame(settings, config)  # the frame of the model's family
+        check_generation_backend(config, args.use_vllm)
+        warn_if_prompt_opens_think(processing_class, **(args.chat_template_kwargs or {}))
         self.segmenter = segmenter
         self._embeddings = {}
         reward_funcs = [*STAGE1_REWARDS, *STAGE2_TEXT_REWARDS, Stage2MaskIoU(self._final_mask_ious)]
@@ -93,13 +114,15 @@ class SocioReasonerTrainer(GRPOTrainer):
         if args.use_vllm:  # vLLM would expand the processor's already-expanded image tokens again
             fix_vllm_prompts(self.vllm_generation, image_token_id(processing_class))
             vllm_cpu.install(self.vllm_generation)  # on the CPU only: TRL's weight push cannot load there
+        if skip_frozen_vision_backward(self.model):
+            logger.info("vision tower: no trainable parameters; it runs without autograd")
         self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         """Checkpoints and the final model also record the prompt templates (`PromptSettings.for_model`)."""
         super()._save(output_dir, state_dict=state_dict)
         save_prompt_templates(output_dir or self.args.output_dir, self.settings.stage1_template,
-                              self.settings.stage2_template, self.settings.stage2_boxes)
+                              self.settings.stage2_template, self.settings.stage2_boxes, self.settings.coord_frame)
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)

@@ -19,6 +19,7 @@ from socioreasoner.rewards import (
     stage2_format_reward,
     stage2_points_reward,
 )
+from socioreasoner.stage_batch import frame_of
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def stage1_count(prompts, completions, **columns):
 
 
 def stage1_box(prompts, completions, **columns):
-    return _per_row(1, lambda text, row: stage1_box_reward(text, row["gt_boxes"]))(prompts, completions, **columns)
+    """The box reward in the row's frame: its 10-px L1 threshold is 10 resized pixels (`QwenFrame.pixels_per_unit`)."""
+    return _per_row(1, lambda text, row: stage1_box_reward(text, row["gt_boxes"], frame_of(row).pixels_per_unit))(
+        prompts, completions, **columns)
 
 
 def stage2_format(prompts, completions, **columns):

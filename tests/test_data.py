@@ -53,10 +53,10 @@ def test_reference_frame_for_socioseg_images():
 def test_coordinate_round_trips(size):
     frame = QwenFrame.for_size(*size)
     box = [10.0, 20.0, frame.w - 30.0, frame.h - 5.0]
-    back = frame.box_to_resized(frame.box_to_original(box))
+    back = frame.box_to_model(frame.box_to_original(box))
     assert np.allclose(back, box, atol=1e-6)
     point = [frame.w / 3, frame.h / 2]
-    assert np.allclose(frame.point_to_resized(frame.point_to_original(point)), point, atol=1e-6)
+    assert np.allclose(frame.point_to_model(frame.point_to_original(point)), point, atol=1e-6)
     # reversed corners are normalised and everything is clipped into the image
     assert frame.box_to_original([frame.w + 50, 10, -5, 0]) == [0.0, 0.0, size[0] - 1, frame.box_to_original([0, 0, 0, 10])[3]]
     assert frame.point_to_original([-10, 1e9]) == [0.0, size[1] - 1]

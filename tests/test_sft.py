@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -85,7 +87,9 @@ def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models
     out = run_sft(path, examples, str(tmp_path / "sft"), max_steps=3, learning_rate=1e-2, freeze_vision=True,
                   settings=settings)
     # the prompts it was trained with travel with the checkpoint
-    assert PromptSettings.for_model(str(out), max_pixels=160 * 160) == settings
+    # (with the frame of its family, read from its config)
+    assert PromptSettings.for_model(str(out), max_pixels=160 * 160) == replace(
+        settings, coord_frame="absolute", resize_factor=28)
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out))
     before, after = model.state_dict(), trained.state_dict()
     vision = [k for k in before if k.startswith("model.visual.")]
