@@ -23,6 +23,9 @@ $(BIN)/activate:
 	# torch (or a wider range asked for by another package) pulls a multi-GB CUDA build.
 	$(BIN)/pip install $(CONSTRAIN) torch==2.13.0
 	$(BIN)/pip install $(CONSTRAIN) -e ".[dev,app]"
+	# DeepSpeed for the 2-process ZeRO-3 tests on CPU: pure Python (DS_BUILD_OPS=0; its CPU comm op is compiled on
+	# first use), built against the torch above (no build isolation, which would fetch another torch)
+	DS_BUILD_OPS=0 $(BIN)/pip install $(CONSTRAIN) --no-build-isolation -e ".[deepspeed]"
 	# Qwen's real BPE ranks (qwen.tiktoken), from the dashscope wheel on PyPI, into the cache
 	$(BIN)/python -c "from socioreasoner.qwen_tokenizer import qwen_tiktoken_path as p; print(p())"
 

@@ -9,6 +9,10 @@
     accelerate launch --config_file recipes/accelerate/single.yaml recipes/train.py \
         --config recipes/socioreasoner_3b_1gpu_lora.yaml
 
+    # 2 CPU processes, DeepSpeed ZeRO-3 (the scale-out path without a GPU; deepspeed with DS_BUILD_OPS=0):
+    DS_ACCELERATOR=cpu accelerate launch --config_file recipes/accelerate/cpu_2proc_zero3.yaml recipes/train.py \
+        --config recipes/toy_cpu.yaml --use_cpu false --ddp_backend gloo --per_device_train_batch_size 4
+
     # 4 GPUs, DeepSpeed ZeRO-3, vLLM colocate (the reference setting):
     accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/train.py \
         --config recipes/socioreasoner_3b_4gpu_zero3.yaml
@@ -34,6 +38,7 @@ from socioreasoner.checkpoints import resolve_resume
 from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
 from socioreasoner.grabcut import GRABCUT
+from socioreasoner.launch_check import check_launch
 from socioreasoner.model_types import SAM2_TYPES, check_model_type
 from socioreasoner.policy import freeze_vision_tower
 from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
@@ -76,6 +81,7 @@ def preflight(training_args: SocioReasonerConfig, model_args: ModelConfig) -> st
 
 def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_launch(training_args)  # a DeepSpeed launch accelerate mislabels stops here, in one line
     try:
         checkpoint = preflight(training_args, model_args)
     except (OSError, ValueError) as err:

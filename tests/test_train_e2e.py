@@ -18,19 +18,42 @@ ROOT = Path(__file__).resolve().parents[1]
 REWARDS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
 
-def launch(*overrides, accelerate_config="single.yaml"):
+def launch(*overrides, accelerate_config="single.yaml", check=True):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "recipes/accelerate" / accelerate_config), str(ROOT / "recipes/train.py"),
            "--config", str(ROOT / "recipes/toy_cpu.yaml"), *overrides]
     # one thread per process: two processes share this machine's two cores
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "DS_ACCELERATOR": "cpu"}  # DeepSpeed's CPU accelerator (the ZeRO-3 launches)
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
 
 
 def history(checkpoint: Path) -> list[dict]:
     return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+def check_groups_split_across_processes(out: Path, logs: list[dict], steps) -> None:
+    """Every group of both stages (one sample's G = 4 rows) is split 2 + 2 across the two processes, its advantages
+    are TRL's group normalisation of its own rows' rewards, and the logged reward means are over both processes."""
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    groups = {}
+    for row in rollouts:
+        groups.setdefault((row["step"], row["stage"]), []).append(row)
+    assert sorted(groups) == [(s, stage) for s in steps for stage in (1, 2)]
+    for (step, stage), rows in groups.items():
+        assert len(rows) == 4 and len({r["id"] for r in rows}) == 1, (step, stage)  # one sample's G rows
+        assert sorted(r["process"] for r in rows) == [0, 0, 1, 1]                 # split across processes
+        rewards = torch.tensor([sum(r["rewards"].values()) for r in rows], dtype=torch.float64)
+        expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)          # TRL's group normalisation
+        got = torch.tensor([r["advantage"] for r in rows], dtype=torch.float64)
+        assert torch.allclose(got, expected, atol=1e-4), (step, stage, got, expected)
+        # the logged per-reward means are over both processes' rows
+        entry = next(h for h in logs if h["step"] == step)
+        for name in rows[0]["rewards"]:
+            assert entry[f"rewards/{name}/mean"] == pytest.approx(sum(r["rewards"][name] for r in rows) / 4)
 
 
 @pytest.mark.slow
@@ -140,22 +163,7 @@ def test_two_processes_train_with_groups_across_processes_and_resume(sft_policy,
     assert [h["step"] for h in logs] == [1, 2, 3] and all(math.isfinite(h["loss"]) for h in logs)
     assert all(h["stage1/rows"] == h["stage2/rows"] == 4 for h in logs)  # 2 per process, summed
 
-    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
-    groups = {}
-    for row in rollouts:
-        groups.setdefault((row["step"], row["stage"]), []).append(row)
-    assert sorted(groups) == [(s, stage) for s in (1, 2, 3) for stage in (1, 2)]
-    for (step, stage), rows in groups.items():
-        assert len(rows) == 4 and len({r["id"] for r in rows}) == 1, (step, stage)  # one sample's G rows
-        assert sorted(r["process"] for r in rows) == [0, 0, 1, 1]                 # split across processes
-        rewards = torch.tensor([sum(r["rewards"].values()) for r in rows], dtype=torch.float64)
-        expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)          # TRL's group normalisation
-        got = torch.tensor([r["advantage"] for r in rows], dtype=torch.float64)
-        assert torch.allclose(got, expected, atol=1e-4), (step, stage, got, expected)
-        # the logged per-reward means are over both processes' rows
-        entry = next(h for h in logs if h["step"] == step)
-        for name in rows[0]["rewards"]:
-            assert entry[f"rewards/{name}/mean"] == pytest.approx(sum(r["rewards"][name] for r in rows) / 4)
+    check_groups_split_across_processes(out, logs, steps=(1, 2, 3))
 
     # killed after checkpoint-2 was written: resume with two processes ends where the uninterrupted run ended
     shutil.rmtree(out / "checkpoint-3")
@@ -203,3 +211,66 @@ def test_reference_schedule_takes_several_optimiser_steps_per_generation_batch(s
             assert f"stage{stage}/completions/mean_length" in log
         # the combined value is TRL's average of the two calls
         assert log["reward"] == pytest.approx((log["stage1/reward"] + log["stage2/reward"]) / 2, abs=1e-4)
+
+
+ZERO3 = "cpu_2proc_zero3.yaml"
+
+
+def zero3_partitions(checkpoint: Path) -> list[int]:
+    """The number of fp32 parameter elements each rank's ZeRO-3 optimizer shard holds (DeepSpeed's own files)."""
+    sizes = []
+    for rank in (0, 1):
+        [shard] = checkpoint.glob(f"global_step*/*zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+        # a DeepSpeed checkpoint this test just wrote (not user data): its optimizer state is a pickle by design
+        state = torch.load(shard, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        sizes.append(sum(group.numel() for group in state["fp32_flat_groups"]))
+    return sizes
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_shard_train_both_stages_and_resume(sft_policy, tiny_models, toy_city, tmp_path):
+    """DeepSpeed ZeRO-3 across 2 CPU processes (gloo): each rank holds half of the trainable parameters, every
+    group of both stages is split across the ranks with its advantages over its own rows, the weights change, the
+    checkpoint has one shard per rank, and a resume from it ends bit-identical to the uninterrupted run."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "zero3"
+    common = ["--model_name_or_path", str(sft_policy), "--sam_model", str(tiny_models["sam2"]), "--dataset",
+              str(toy_city), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+              "--freeze_vision_tower", "true", "--max_steps", "3", "--log_rollouts", "true", "--report_to", "none",
+              "--use_cpu", "false", "--ddp_backend", "gloo"]
+    launch(*common, accelerate_config=ZERO3)
+    logs = [h for h in history(out) if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2, 3] and all(math.isfinite(h["loss"]) for h in logs)
+    assert all(h["stage1/rows"] == h["stage2/rows"] == 4 for h in logs)  # 2 per process, summed
+    check_groups_split_across_processes(out, logs, steps=(1, 2, 3))
+
+    start, final = load_file(sft_policy / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(final) == set(start)  # the saved model is whole (gathered from the shards), not a shard
+    trainable = [k for k in final if "visual" not in k]
+    assert any(not torch.equal(start[k], final[k]) for k in trainable), "ZeRO-3 training changed no weight"
+    assert all(torch.equal(start[k], final[k]) for k in final if "visual" in k), "the frozen vision tower moved"
+    rank0, rank1 = zero3_partitions(out / "checkpoint-3")
+    total = sum(final[k].numel() for k in trainable)
+    assert abs(rank0 - rank1) <= 2 * len(trainable) and total <= rank0 + rank1 < total + 2 * len(trainable), \
+        (rank0, rank1, total)  # each rank holds half of every trainable tensor (DeepSpeed pads odd sizes)
+
+    shutil.rmtree(out / "checkpoint-3")
+    (out / "model.safetensors").unlink()
+    launch(*common, "--resume_from_checkpoint", "true", accelerate_config=ZERO3)
+    resumed = load_file(out / "model.safetensors")
+    assert all(torch.equal(final[k], resumed[k]) for k in final), "the ZeRO-3 resume diverged"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, expected", [
+    (["--use_cpu", "false"], "ddp_backend: gloo"),                     # accelerate counts a world of one
+    (["--use_cpu", "true", "--ddp_backend", "gloo"], "use_cpu: false"),  # MULTI_CPU: no ZeRO at all
+])
+def test_a_mislabelled_zero3_launch_stops_in_one_line_before_loading(tmp_path, overrides, expected):
+    pytest.importorskip("deepspeed")
+    result = launch("--model_name_or_path", str(tmp_path / "never_loaded"), "--output_dir", str(tmp_path / "run"),
+                    "--report_to", "none", *overrides, accelerate_config=ZERO3, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and expected in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr.split(errors[0])[0][-2000:]  # the guard, not a crash, stopped it
