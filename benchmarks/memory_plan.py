@@ -27,6 +27,7 @@ as nvidia-smi would (+ the CUDA context, `--context-gib`).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,7 @@ def image_tokens(image_size, recipe: dict, vision) -> tuple[int, int]:
     return patches, patches // merge**2
 
 
+@functools.lru_cache(maxsize=8)  # building the tokenizer dominates a plan's time
 def prompt_text_tokens(model_type: str, answer_tokens: int) -> tuple[int, int]:
     """Text tokens of the reference's stage-1 and stage-2 prompts through the family's chat template (images
     excluded), the stage-2 prompt quoting an answer of `answer_tokens` tokens."""
