@@ -64,7 +64,7 @@ $(VLLM_VENV)/bin/vllm-installed:
 
 vllm-venv: $(VLLM_VENV)/bin/vllm-installed
 
-# the vLLM tests (colocate GRPO, weight push, --backend vllm); about 7 minutes on 2 cores
+# the vLLM tests (colocate GRPO, weight push, --backend vllm, colocate under ZeRO-3); about 10 minutes on 2 cores
 test-vllm: vllm-venv
 	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -q tests_vllm
 

