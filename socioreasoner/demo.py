@@ -20,9 +20,11 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +127,9 @@ def report_markdown(report: dict) -> str:
             ("stage-2 format reward", "stage2_format"), ("stage-2 points reward", "stage2_points")]
     lines = ["# socioreasoner demo: toy city, tiny models, CPU", "",
              f"Held-out toy val, {after['n']} samples; SFT warm start vs after {cfg['grpo_steps']} "
-             f"GRPO steps. Wall time {report['wall_seconds']:.0f} s. Segmenter: {report['segmenter']}.", "",
+             f"GRPO steps. Wall time {report['wall_seconds']:.0f} s ("
+             + ", ".join(f"{name} {value:.0f} s" for name, value in report.get("phase_seconds", {}).items())
+             + f"). Segmenter: {report['segmenter']}.", "",
              f"Toy city: `{cfg['layout']}` layout" + (", the targets filled red on the map" if cfg["highlight"] else "")
              + (f", coordinate tint ±{cfg['tint']:g}" if cfg["tint"] else "") + f"; policy rope θ {cfg['rope_theta']:g}, "
              f"SFT {cfg['sft_steps']} stage-1 steps then {cfg['sft2_steps']} steps of both stages"
@@ -227,14 +231,23 @@ def demo(out: Path, settings: DemoSettings) -> dict:
     from socioreasoner.tiny import build_tiny_models
 
     start = time.perf_counter()
+    seconds: dict[str, float] = {}  # wall time per phase, in the report (where the demo's time goes)
+
+    @contextmanager
+    def phase(name: str, message: str, *args):
+        logger.info(message, *args)
+        began = time.perf_counter()
+        yield
+        seconds[name] = round(time.perf_counter() - began, 1)
+
     out.mkdir(parents=True, exist_ok=True)
-    logger.info("1/7 tiny models")
-    models = build_tiny_models(out / "tiny", seed=settings.seed, rope_theta=settings.rope_theta)
-    logger.info("2/7 toy city")
-    city = make_toy_city(out / "toy_city", settings)
-    logger.info("3/7 SFT warm start (%d steps stage 1, then %d steps both stages)", settings.sft_steps,
-                settings.sft2_steps)
-    sft_dir = warm_start(str(models["qwen2_5_vl"]), city, out, settings)
+    with phase("tiny_models", "1/7 tiny models"):
+        models = build_tiny_models(out / "tiny", seed=settings.seed, rope_theta=settings.rope_theta)
+    with phase("toy_city", "2/7 toy city"):
+        city = make_toy_city(out / "toy_city", settings)
+    with phase("sft", "3/7 SFT warm start (%d steps stage 1, then %d steps both stages)", settings.sft_steps,
+               settings.sft2_steps):
+        sft_dir = warm_start(str(models["qwen2_5_vl"]), city, out, settings)
 
     def evaluation(model: str, name: str) -> dict:
         return evaluate_on_val(model, city, out / name, settings)
@@ -242,32 +255,32 @@ def demo(out: Path, settings: DemoSettings) -> dict:
     def reliance(model: str) -> dict:
         return image_reliance_of(model, str(city), "val", settings.max_pixels, settings.reliance_samples)
 
-    logger.info("4/7 evaluation before GRPO")
-    before = evaluation(str(sft_dir), "eval_before")
-    reliance_before = reliance(str(sft_dir))
+    with phase("eval_before", "4/7 evaluation before GRPO"):
+        before = evaluation(str(sft_dir), "eval_before")
+        reliance_before = reliance(str(sft_dir))
 
-    logger.info("5/7 two-stage GRPO (%d steps)", settings.grpo_steps)
     grpo_dir = out / "grpo"
-    run(grpo_command(sft_dir, city, grpo_dir, settings), out / "grpo.log")
+    with phase("grpo", "5/7 two-stage GRPO (%d steps)", settings.grpo_steps):
+        run(grpo_command(sft_dir, city, grpo_dir, settings), out / "grpo.log")
     log_history = json.loads((grpo_dir / "trainer_state.json").read_text())["log_history"]
 
-    logger.info("6/7 evaluation after GRPO")
-    after = evaluation(str(grpo_dir), "eval_after")
-    reliance_after = reliance(str(grpo_dir))
+    with phase("eval_after", "6/7 evaluation after GRPO"):
+        after = evaluation(str(grpo_dir), "eval_after")
+        reliance_after = reliance(str(grpo_dir))
 
-    logger.info("7/7 predict on one held-out pair")
     pair = sorted((city / "val").iterdir())[0]
     query = json.loads((pair / "question.json").read_text())["problem"]
     from socioreasoner.predict import main as predict_main
 
-    predict_main(["--map", str(pair / "map.png"), "--sat", str(pair / "sat.png"), "--query", query, "--model",
-                  str(grpo_dir), "--sam", SAM, "--out", str(out / "predict"), "--device", "cpu", "--max-new-tokens",
-                  str(settings.max_new_tokens), "--max-pixels", str(settings.max_pixels)])
+    with phase("predict", "7/7 predict on one held-out pair"):
+        predict_main(["--map", str(pair / "map.png"), "--sat", str(pair / "sat.png"), "--query", query, "--model",
+                      str(grpo_dir), "--sam", SAM, "--out", str(out / "predict"), "--device", "cpu",
+                      "--max-new-tokens", str(settings.max_new_tokens), "--max-pixels", str(settings.max_pixels)])
 
     grpo_curves(log_history, out / "curves.png")
     report = {"before": {**summarise(before), "image_reliance": reliance_before},
               "after": {**summarise(after), "image_reliance": reliance_after},
-              "wall_seconds": time.perf_counter() - start,
+              "wall_seconds": time.perf_counter() - start, "phase_seconds": seconds,
               "segmenter": SEGMENTER_NOTE, "settings": settings.__dict__, "grpo_log": log_history}
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report))
@@ -294,7 +307,24 @@ def main(argv=None) -> int:
     print(report_markdown(report))
     print(f"report: {args.out}/report.md, {args.out}/report.json, curves: {args.out}/curves.png, "
           f"prediction: {args.out}/predict/")
+    print(next_commands(Path(args.out), settings))
     return 0
+
+
+def next_commands(out: Path, settings: DemoSettings) -> str:
+    """The predict / evaluate / app commands that use the demo's trained policy (the tiny random one answers
+    nothing, so these are the quickest way to see real boxes and masks)."""
+    model, city, budget = out / "grpo", out / "toy_city", (f"--max-new-tokens {settings.max_new_tokens} "
+                                                          f"--max-pixels {settings.max_pixels}")
+    pair = sorted((city / "val").iterdir())[0]
+    query = json.loads((pair / "question.json").read_text())["problem"]
+    return "\n".join([
+        "Try the trained toy policy (GrabCut segments, as in the demo):",
+        f"  socioreasoner predict --map {pair}/map.png --sat {pair}/sat.png --query {shlex.quote(query)} --model {model} "
+        f"--sam {SAM} {budget} --out runs/predict",
+        f"  socioreasoner evaluate --config recipes/eval_toy.yaml --model {model} --sam {SAM} --dataset {city} "
+        f"--split val {budget} --out runs/eval_demo",
+        f"  socioreasoner app --model {model} --sam {SAM} --dataset {city} --max-pixels {settings.max_pixels}"])
 
 
 if __name__ == "__main__":

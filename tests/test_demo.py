@@ -1,7 +1,9 @@
 """A shortened `make demo`: every phase runs, and the report's numbers are recomputable from the eval files."""
 
 import csv
+import importlib
 import json
+import shlex
 
 import pytest
 
@@ -19,6 +21,9 @@ def test_quick_demo_report_is_recomputable(tmp_path):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
     assert saved["wall_seconds"] > 0 and saved["before"]["n"] == saved["after"]["n"] == 3
+    phases = saved["phase_seconds"]  # where the time went, one entry per phase, adding up to the wall time
+    assert list(phases) == ["tiny_models", "toy_city", "sft", "eval_before", "grpo", "eval_after", "predict"]
+    assert 0 < sum(phases.values()) <= saved["wall_seconds"] + 1
     for phase in ("before", "after"):
         with open(out / f"eval_{phase}" / "per_sample.csv") as handle:
             rows = list(csv.DictReader(handle))
@@ -41,6 +46,16 @@ def test_quick_demo_report_is_recomputable(tmp_path):
         assert PromptSettings.for_model(str(out / model)).stage1_template == DEMO_STAGE1_TEMPLATE, model
     assert "| final gIoU |" in (out / "report.md").read_text()
     assert "| image reliance" in (out / "report.md").read_text()
+    # the commands it prints for the trained policy parse with the tools' own parsers
+    from socioreasoner import cli
+    from socioreasoner.demo import next_commands
+
+    commands = [shlex.split(line) for line in next_commands(out, settings).splitlines()[1:]]
+    assert [c[1] for c in commands] == ["predict", "evaluate", "app"]
+    for command in commands:
+        assert str(out / "grpo") in command and "grabcut" in command
+        module = importlib.import_module(cli.COMMANDS[command[1]][0])
+        module.build_parser().parse_args(command[2:])
 
 
 def test_demo_variants_reach_the_training_command_and_the_prompts(train_script, tmp_path, monkeypatch):
