@@ -62,6 +62,23 @@ class Prediction:
         return self.final.mask
 
 
+def stage_records(prediction: Prediction, offset: tuple[int, int] = (0, 0)) -> tuple[dict, dict]:
+    """Both stages' think and answer text, parse error, prompts (original-image pixels, shifted by `offset`: a
+    tile's origin in its scene) and mask area: the part of `result.json` a scene's tile records share."""
+    stage1, final = prediction.stage1, prediction.final
+    dx, dy = offset
+
+    def shift(box):
+        return [box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy]
+
+    return ({"think": stage1.parsed.think, "answer": stage1.parsed.answer, "parse_error": stage1.parsed.error,
+             "boxes": [shift(b) for b in stage1.boxes_original], "mask_area": int(stage1.mask.sum())},
+            {"think": final.parsed.think, "answer": final.parsed.answer, "parse_error": final.parsed.error,
+             "objects": [{"box": shift(o["box"]), "points": [[p[0] + dx, p[1] + dy] for p in o["points"]]}
+                         for o in final.objects_original],
+             "mask_area": int(final.mask.sum())})
+
+
 def check_vllm_family(model: str) -> None:
     """vLLM generation is wired (prompt expansion, CPU patches) and tested for Qwen2.5-VL only."""
     check_model_type(model, POLICY_TYPES, "policy (--model)")

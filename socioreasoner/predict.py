@@ -26,7 +26,7 @@ from PIL import Image
 from socioreasoner.frame import COORD_FRAMES
 from socioreasoner.geo import mask_to_geojson, read_image
 from socioreasoner.images import MAX_IMAGE_PIXELS
-from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor
+from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor, stage_records
 from socioreasoner.io import atomic_save_image, atomic_write_json, check_writable_dir, mask_image
 from socioreasoner.pipeline import PromptSettings, Sample
 from socioreasoner.prompts import check_query, read_template
@@ -63,7 +63,8 @@ def load_pair(map_path: str, sat_path: str, strict: bool = False, max_pixels: in
 
 
 def result_record(prediction: Prediction, model: str, sam: str, parse: str = "strict", backend: str = "hf") -> dict:
-    sample, stage1, final = prediction.sample, prediction.stage1, prediction.final
+    sample = prediction.sample
+    stage1, stage2 = stage_records(prediction)
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
         "query": sample.query,
@@ -74,17 +75,9 @@ def result_record(prediction: Prediction, model: str, sam: str, parse: str = "st
         "image_size": [sample.frame.orig_w, sample.frame.orig_h],
         "qwen_frame": [sample.frame.w, sample.frame.h],
         "coord_frame": sample.frame.coords,
-        "stage1": {
-            "think": stage1.parsed.think, "answer": stage1.parsed.answer, "parse_error": stage1.parsed.error,
-            "boxes": stage1.boxes_original, "boxes_qwen": stage1.boxes,
-            "mask_area": int(stage1.mask.sum()),
-        },
-        "stage2": {
-            "think": final.parsed.think, "answer": final.parsed.answer, "parse_error": final.parsed.error,
-            "objects": final.objects_original,
-            "objects_qwen": [{"box": o.box, "points": o.points} for o in final.parsed.objects],
-            "mask_area": int(final.mask.sum()),
-        },
+        "stage1": {**stage1, "boxes_qwen": prediction.stage1.boxes},
+        "stage2": {**stage2, "objects_qwen": [{"box": o.box, "points": o.points}
+                                              for o in prediction.final.parsed.objects]},
         "timings": prediction.timings,
     }
 

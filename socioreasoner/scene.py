@@ -46,6 +46,7 @@ from socioreasoner.scene_outputs import (
     object_records,
     overview_image,
     scene_objects,
+    tile_pieces,
     write_geojson,
     write_gpkg,
     write_mask_tif,
@@ -178,27 +179,13 @@ def done_tiles(out: Path, tiles: list[Tile]) -> dict[str, dict]:
     return done
 
 
-def _shift_box(box, dx: int, dy: int) -> list:
-    return [box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy]
-
-
 def tile_record(tile: Tile, prediction) -> dict:
-    """A tile's think texts and prompts, boxes and points in scene pixels."""
-    dx, dy = tile.col, tile.row
-    stage1, final = prediction.stage1, prediction.final
-    return {
-        "tile": tile.id, "window": [tile.col, tile.row, tile.width, tile.height], "core": list(tile.core),
-        "empty": False,
-        "stage1": {"think": stage1.parsed.think, "answer": stage1.parsed.answer, "parse_error": stage1.parsed.error,
-                   "boxes": [_shift_box(b, dx, dy) for b in stage1.boxes_original],
-                   "mask_area": int(stage1.mask.sum())},
-        "stage2": {"think": final.parsed.think, "answer": final.parsed.answer, "parse_error": final.parsed.error,
-                   "objects": [{"box": _shift_box(o["box"], dx, dy),
-                                "points": [[p[0] + dx, p[1] + dy] for p in o["points"]]}
-                               for o in final.objects_original],
-                   "mask_area": int(final.mask.sum())},
-        "timings": prediction.timings,
-    }
+    """A tile's think texts and prompts, boxes and points in scene pixels (`result.json`'s stage records, shifted)."""
+    from socioreasoner.inference import stage_records
+
+    stage1, stage2 = stage_records(prediction, (tile.col, tile.row))
+    return {"tile": tile.id, "window": [tile.col, tile.row, tile.width, tile.height], "core": list(tile.core),
+            "empty": False, "stage1": stage1, "stage2": stage2, "timings": prediction.timings}
 
 
 def empty_record(tile: Tile) -> dict:
@@ -270,9 +257,18 @@ def write_scene_outputs(pair: ScenePair, tiles: list[Tile], records: dict[str, d
     georef = pair.georef
     load = tile_mask_loader(out, records)
     satellite = pair.overview(options.overview_side)
-    summary = write_mask_tif(out / OUTPUTS["mask"], pair.width, pair.height, georef, tiles, load, satellite.shape[:2])
+    vectorised = {}  # each tile's polygons, made in the mask's pass: its PNGs are decoded once, not twice
+
+    def load_and_vectorise(tile: Tile):
+        masks = load(tile)
+        if masks is not None:
+            vectorised[tile.id] = tile_pieces(tile, *masks)
+        return masks
+
+    summary = write_mask_tif(out / OUTPUTS["mask"], pair.width, pair.height, georef, tiles, load_and_vectorise,
+                             satellite.shape[:2])
     boxes = {tid: [o["box"] for o in r["stage2"]["objects"]] for tid, r in records.items() if not r.get("empty")}
-    objects = scene_objects(tiles, load, boxes)
+    objects = scene_objects(tiles, load, boxes, vectorised)
     objs = object_records(objects, georef, {"query": settings["query"], "model": settings["model"]})
     write_gpkg(out / OUTPUTS["objects_gpkg"], objs, georef)
     write_geojson(out / OUTPUTS["objects_geojson"], objs, georef)

@@ -171,7 +171,7 @@ class SceneObjects:
     pieces_dropped: int = 0
 
 
-def _tile_pieces(tile: Tile, mask: np.ndarray, stage1: np.ndarray) -> tuple[list[dict], int]:
+def tile_pieces(tile: Tile, mask: np.ndarray, stage1: np.ndarray) -> tuple[list[dict], int]:
     """The 4-connected pieces of the tile's core mask as pixel-space polygons, with their pixel counts."""
     from rasterio.features import shapes
     from rasterio.transform import Affine
@@ -201,21 +201,27 @@ def _tile_pieces(tile: Tile, mask: np.ndarray, stage1: np.ndarray) -> tuple[list
     return pieces, dropped
 
 
-def scene_objects(tiles: list[Tile], tile_masks: TileMasks, stage2_boxes: dict[str, list]) -> SceneObjects:
+def scene_objects(tiles: list[Tile], tile_masks: TileMasks, stage2_boxes: dict[str, list],
+                  vectorised: dict[str, tuple[list[dict], int]] | None = None) -> SceneObjects:
     """Vectorise each tile core and dissolve the pieces into scene objects (module docstring).
 
-    `stage2_boxes`: per tile id, its stage-2 boxes in scene pixels (only those centred in the tile's core count)."""
+    `stage2_boxes`: per tile id, its stage-2 boxes in scene pixels (only those centred in the tile's core count).
+    `vectorised`: tiles already vectorised (`tile_pieces`, e.g. while writing the mask), not loaded again."""
     from shapely import STRtree, unary_union
     from shapely.geometry import Point
 
     pieces, dropped, centres = [], 0, []
+    vectorised = vectorised or {}
     for tile in tiles:
-        masks = tile_masks(tile)
-        if masks is None:
-            continue
-        tile_pieces, tile_dropped = _tile_pieces(tile, masks[0], masks[1])
-        pieces += tile_pieces
-        dropped += tile_dropped
+        if tile.id in vectorised:
+            pieces_here, dropped_here = vectorised[tile.id]
+        else:
+            masks = tile_masks(tile)
+            if masks is None:
+                continue
+            pieces_here, dropped_here = tile_pieces(tile, masks[0], masks[1])
+        pieces += pieces_here
+        dropped += dropped_here
         c0, r0, c1, r1 = tile.core
         for x1, y1, x2, y2 in stage2_boxes.get(tile.id, []):
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2

@@ -370,3 +370,17 @@ def test_cli_predicts_a_scene_with_the_tiny_policy(tiny_models, reprojected_scen
     for name in ("mask.tif", "objects.gpkg", "objects.geojson", "overview.png"):
         assert (out / name).stat().st_size > 0
     assert not list(out.glob(".*tmp*")) and not list(out.glob(".mask*"))
+
+
+def test_writing_the_outputs_decodes_each_tile_mask_once(scripted, tmp_path, monkeypatch):
+    """mask.tif and the polygons come from one pass over the tiles: each tile's two PNGs are decoded once."""
+    import socioreasoner.scene as scene_module
+
+    scene = generate_toy_scene(tmp_path / "plain", grid=2, size=160, seed=2, georeferenced=False)
+    decoded = []
+    real = scene_module.mask_array
+    monkeypatch.setattr(scene_module, "mask_array", lambda image: decoded.append(image.filename) or real(image))
+    result = predict_scene(scripted, scene.map_path, scene.sat_path, "park", tmp_path / "out", SceneOptions(**OPTIONS))
+    predicted = [t for t in result.record["tiles"] if not t["empty"]]
+    assert predicted and len(decoded) == 2 * len(predicted) == len(set(decoded))
+    assert result.record["objects"] > 0  # the polygons were still made

@@ -274,3 +274,26 @@ def test_a_mislabelled_zero3_launch_stops_in_one_line_before_loading(tmp_path, o
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors and expected in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr.split(errors[0])[0][-2000:]  # the guard, not a crash, stopped it
+
+
+@pytest.mark.slow
+def test_lora_under_zero3_two_processes_trains_the_adapter_against_the_adapter_free_reference(sft_policy, toy_city,
+                                                                                              tmp_path):
+    """The LoRA recipe's path (PEFT adapter, KL to the model with the adapter disabled) under ZeRO-3 across 2 CPU
+    processes: the adapter trains, the reference differs from the policy once it has, and the saved adapter is whole
+    (gathered from the shards), with no full model beside it."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "lora_zero3"
+    launch("--model_name_or_path", str(sft_policy), "--sam_model", "grabcut", "--dataset", str(toy_city),
+           "--output_dir", str(out), "--freeze_vision_tower", "true", "--max_steps", "2", "--beta", "0.04",
+           "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
+           "--lora_target_modules", "q_proj", "v_proj", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+           "--report_to", "none", "--use_cpu", "false", "--ddp_backend", "gloo", accelerate_config=ZERO3)
+    logs = [h for h in history(out) if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2] and all(math.isfinite(h["loss"]) for h in logs)
+    assert logs[0]["kl"] == 0.0 and logs[1]["kl"] > 0  # LoRA's B starts at 0: the KL shows after one update
+    assert not (out / "model.safetensors").exists(), "the full model was saved, not the adapter"
+    adapter = load_file(out / "adapter_model.safetensors")
+    lora_b = [k for k in adapter if "lora_B" in k]
+    assert lora_b and all(adapter[k].numel() > 0 for k in adapter), "an adapter tensor was saved as a shard"
+    assert any(adapter[k].abs().max() > 0 for k in lora_b), "the adapter did not train"
