@@ -72,7 +72,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.demo --out runs/demo $(ARGS)
 
 lint: install
-	$(BIN)/ruff check socioreasoner tests tests_vllm benchmarks recipes scripts
+	$(BIN)/ruff check socioreasoner tests tests_vllm benchmarks experiments recipes scripts
 
 tiny: install
 	$(BIN)/python -m socioreasoner.tiny --out runs/tiny

@@ -1,4 +1,4 @@
-"""TRL's chunked LM-head kernel vs `socioreasoner.trl_cpu.VocabLogProb` on CPU (same inputs, same run).
+"""TRL's chunked LM-head kernel vs `socioreasoner.compat.trl_cpu.VocabLogProb` on CPU (same inputs, same run).
 
     python benchmarks/lm_head_cpu.py                 # Qwen's 151,936-row vocabulary, hidden 64 (the tiny policy)
     python benchmarks/lm_head_cpu.py --rows 768 --hidden 64
@@ -16,7 +16,7 @@ import time
 import torch
 from trl.kernels import ChunkedLogProbFunction
 
-from socioreasoner.trl_cpu import VocabLogProb
+from socioreasoner.compat.trl_cpu import VocabLogProb
 
 OUTPUTS = ("entropy", "is_top1")
 

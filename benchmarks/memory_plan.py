@@ -41,7 +41,7 @@ from socioreasoner.frame import smart_resize  # noqa: E402
 
 GIB = 2**30
 TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # trl/kernels/chunked_logprob.py (TRL 1.16): the fused LM head's tile
-CPU_MAX_SAVED_PROBS = 2**29  # socioreasoner.trl_cpu.MAX_SAVED_PROBS: the CPU log-prob kernel keeps probabilities
+CPU_MAX_SAVED_PROBS = 2**29  # socioreasoner.compat.trl_cpu.MAX_SAVED_PROBS: the CPU log-prob kernel keeps probabilities
 SAM2_ENCODE_BATCH = 8  # SamSegmenter.encode's default batch
 SAM2_INPUT = 1024
 VLLM_WORKSPACE = GIB  # vLLM's own activations and sampler workspace (assumed: not measurable here)

@@ -1,4 +1,4 @@
-"""Does vLLM sample from the prompt the trainer scores? The image-placeholder check behind `socioreasoner.vllm_prompts`.
+"""Does vLLM sample from the prompt the trainer scores? The image-placeholder check behind `socioreasoner.compat.vllm_prompts`.
 
     python benchmarks/vllm_prompt_probe.py --model runs/tiny128/qwen2_5_vl      # in a venv with vLLM
 
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
     from vllm import LLM, SamplingParams
 
-    from socioreasoner.vllm_prompts import collapse_image_runs
+    from socioreasoner.compat.vllm_prompts import collapse_image_runs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)

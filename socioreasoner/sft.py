@@ -186,9 +186,9 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     from trl import SFTConfig, SFTTrainer
 
     from socioreasoner.backbones import load_policy
+    from socioreasoner.compat.trl_cpu import compact_scoring_on_cpu
     from socioreasoner.policy import freeze_vision_tower
     from socioreasoner.qwen_processor import load_qwen_processor
-    from socioreasoner.trl_cpu import compact_scoring_on_cpu
 
     compact_scoring_on_cpu()
     processor = load_qwen_processor(model_path)

@@ -32,9 +32,11 @@ from peft import PeftModel
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from socioreasoner import vllm_cpu
 from socioreasoner.backbones import resolve_frame, warn_if_prompt_opens_think
 from socioreasoner.checkpoints import load_model_weights, weight_files
+from socioreasoner.compat import vllm_cpu
+from socioreasoner.compat.trl_cpu import compact_scoring_on_cpu, load_cpu_index_locations
+from socioreasoner.compat.vllm_prompts import fix_vllm_prompts, image_token_id
 from socioreasoner.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
 from socioreasoner.grabcut import make_segmenter
 from socioreasoner.io import append_jsonl
@@ -52,9 +54,7 @@ from socioreasoner.stage_batch import (
     stage2_row,
     training_dataset,
 )
-from socioreasoner.trl_cpu import compact_scoring_on_cpu, load_cpu_index_locations
 from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
-from socioreasoner.vllm_prompts import fix_vllm_prompts, image_token_id
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"

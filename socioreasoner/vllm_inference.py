@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 
-from socioreasoner.vllm_prompts import check_prompts_ran, collapse_image_runs, image_token_id
+from socioreasoner.compat.vllm_prompts import check_prompts_ran, collapse_image_runs, image_token_id
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The benchmarks' helpers and commands: `grpo_fit.py` (the GRPO runs themselves are the demo's),
-`grpo_update_probe.py`, `grpo_sweep.py`'s configurations, `gpu_checks.sh`'s training commands and
-`inference_speed.py` on the tiny models."""
+"""The scripts' helpers and commands: the toy-learnability experiments (`experiments/grpo_fit.py`, whose GRPO runs
+are the demo's, `grpo_update_probe.py`, `grpo_sweep.py`'s configurations) and the performance benchmarks
+(`benchmarks/gpu_checks.sh`'s training commands, `inference_speed.py` on the tiny models)."""
 
 import importlib.util
 import json
@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 
 
 def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    """A script of benchmarks/ (performance) or experiments/ (the toy-learnability probes) as a module."""
+    [path] = [folder / f"{name}.py" for folder in (BENCHMARKS, EXPERIMENTS) if (folder / f"{name}.py").is_file()]
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

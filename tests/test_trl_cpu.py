@@ -6,8 +6,8 @@ import trl.trainer.utils as trl_utils
 from trl.kernels import ChunkedLogProbFunction
 from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS
 
-from socioreasoner import trl_cpu
-from socioreasoner.trl_cpu import VocabLogProb, compact_scoring_on_cpu
+from socioreasoner.compat import trl_cpu
+from socioreasoner.compat.trl_cpu import VocabLogProb, compact_scoring_on_cpu
 
 OUTPUTS = OPTIONAL_OUTPUTS  # TRL's own list: a new output there shows up here
 
@@ -74,7 +74,7 @@ def test_checkpoints_load_onto_an_indexed_cpu_device():
 
     from torch import serialization
 
-    from socioreasoner.trl_cpu import load_cpu_index_locations
+    from socioreasoner.compat.trl_cpu import load_cpu_index_locations
 
     buffer = io.BytesIO()
     torch.save({"exp_avg": torch.arange(3.0)}, buffer)

@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from socioreasoner.vllm_prompts import collapse_image_runs, fix_vllm_prompts
+from socioreasoner.compat.vllm_prompts import collapse_image_runs, fix_vllm_prompts
 
 PAD = 7
 
@@ -70,7 +70,7 @@ def test_the_processor_names_the_image_pad_token(tiny_models):
 
 
 def test_the_trl_internals_the_cpu_weight_push_relies_on():
-    """`socioreasoner.vllm_cpu` replaces `VLLMGeneration.sync_weights` (TRL 1.16) and walks the parameters with
+    """`socioreasoner.compat.vllm_cpu` replaces `VLLMGeneration.sync_weights` (TRL 1.16) and walks the parameters with
     its `_iter_named_params`; TRL's own colocate push reaches the model through the in-process driver worker."""
     from trl.generation.vllm_generation import VLLMGeneration
 
@@ -83,7 +83,7 @@ def test_the_trl_internals_the_cpu_weight_push_relies_on():
 
 
 def test_the_cpu_weight_push_is_not_installed_without_vllm_on_the_cpu():
-    from socioreasoner import vllm_cpu
+    from socioreasoner.compat import vllm_cpu
 
     class Colocated:
         mode = "colocate"

@@ -1,6 +1,6 @@
 """What did a GRPO run change? Its update against random updates of the same size, and where the boxes went.
 
-    python benchmarks/grpo_update_probe.py --start runs/demo/sft --after runs/demo/grpo \
+    python experiments/grpo_update_probe.py --start runs/demo/sft --after runs/demo/grpo \
         --city runs/demo/toy_city --out runs/update_probe
 
 `make demo` reports that GRPO moved held-out IoU; this asks what kind of move it was. Three checks,

@@ -1,6 +1,6 @@
 """Does two-stage GRPO improve what it trains on? The fit check of the RL step, with a sign control.
 
-    python benchmarks/grpo_fit.py --model runs/demo/sft --city runs/demo/toy_city --out runs/grpo_fit
+    python experiments/grpo_fit.py --model runs/demo/sft --city runs/demo/toy_city --out runs/grpo_fit
 
 `make demo` asks GRPO for a held-out gain. This asks the narrower question first: trained on a
 few prompts that it sees many times, does the policy get better *on those prompts*, greedily

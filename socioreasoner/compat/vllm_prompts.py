@@ -55,7 +55,7 @@ def check_prompts_ran(trainer_prompts, vllm_prompts) -> None:
             raise RuntimeError(f"vLLM ran a {len(ran)}-token prompt for our {len(ours)}-token prompt {index}: it "
                                "would answer another prompt than the one the trainer scores (its image processor "
                                "sized an image differently, or TRL/vLLM changed how image tokens are passed); "
-                               "see socioreasoner/vllm_prompts.py")
+                               "see socioreasoner/compat/vllm_prompts.py")
 
 
 def fix_vllm_prompts(vllm_generation, image_token_id: int) -> None:

@@ -1,8 +1,8 @@
 """Does a tiny policy learn to read the toy map? SFT on one target variant, then probe it.
 
-    python benchmarks/toy_reading_probe.py --out runs/probe/i9 --prompt stage1 --target reasoning --steps 1500
-    python benchmarks/toy_reading_probe.py --out runs/probe/i2 --prompt const --target list --steps 300
-    python benchmarks/toy_reading_probe.py --out runs/probe/h100 --target classes --highlight \
+    python experiments/toy_reading_probe.py --out runs/probe/i9 --prompt stage1 --target reasoning --steps 1500
+    python experiments/toy_reading_probe.py --out runs/probe/i2 --prompt const --target list --steps 300
+    python experiments/toy_reading_probe.py --out runs/probe/h100 --target classes --highlight \
         --position-code 40 --rope-theta 100 --steps 400
 
 The runs of docs/toy_learnability.md (sessions 3 and 4) in one script. Builds the grid toy

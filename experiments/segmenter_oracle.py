@@ -1,7 +1,7 @@
 """How good can a policy's prompts make the segmenter? Mask IoU from ground-truth prompts.
 
-    python benchmarks/segmenter_oracle.py --city runs/demo/toy_city --split val          # the demo's GrabCut
-    python benchmarks/segmenter_oracle.py --city data/my_city --sam facebook/sam2-hiera-large --device cuda
+    python experiments/segmenter_oracle.py --city runs/demo/toy_city --split val          # the demo's GrabCut
+    python experiments/segmenter_oracle.py --city data/my_city --sam facebook/sam2-hiera-large --device cuda
 
 For each sample, the GT mask's component boxes (Qwen frame, as the SFT targets) are given to
 the segmenter alone (what stage 1 gets), with one point near the box centre, with the SFT

@@ -58,11 +58,19 @@ class VocabLogProb(torch.autograd.Function):
         if scale != 1.0:
             z.mul_(scale)
         mean_logits = z.mean(-1) if "mean_logits" in outputs else None
-        is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None  # first maximum, like TRL's kernel
-        log_p = z.sub_(torch.logsumexp(z, -1, keepdim=True))  # in place: the logits are not needed any more
-        log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        p = log_p.exp()
-        entropy = -torch.einsum("nv,nv->n", p, log_p) if "entropy" in outputs else None
+        # One max pass gives both the softmax shift and the top-1 (the first maximum, like TRL's argmax); the
+        # probabilities come from one exp of the shifted logits, normalised in place. Each pass over [tokens, vocab]
+        # is memory-bound on CPU: this is 9 passes where logsumexp + argmax + a second exp made 13.
+        top, top_index = z.max(-1, keepdim=True)
+        is_top1 = top_index.squeeze(-1) == targets if "is_top1" in outputs else None
+        shifted = z.sub_(top)  # in place: the logits are not needed any more
+        p = shifted.exp()
+        total = p.sum(-1, keepdim=True)
+        p.div_(total)
+        log_total = total.log()
+        log_probs = (shifted.gather(-1, targets.unsqueeze(-1)) - log_total).squeeze(-1)
+        # H = -sum p log p = log(total) - sum p * shifted, since log p = shifted - log(total) and sum p = 1
+        entropy = (log_total.squeeze(-1) - torch.einsum("nv,nv->n", p, shifted)) if "entropy" in outputs else None
         log_sum_sq_probs = torch.einsum("nv,nv->n", p, p).log() if "log_sum_sq_probs" in outputs else None
         ctx.save_for_backward(hidden, weight, bias, targets, p, entropy)
         ctx.scale = scale

@@ -1,7 +1,7 @@
 """GRPO sweep on the toy demo: one SFT start, several GRPO configurations side by side, held-out eval.
 
-    python benchmarks/grpo_sweep.py --out runs/grpo_sweep --device cuda --train-seconds 265   # one GPU
-    python benchmarks/grpo_sweep.py --out runs/grpo_sweep --device cpu --configs A --max-steps 40
+    python experiments/grpo_sweep.py --out runs/grpo_sweep --device cuda --train-seconds 265   # one GPU
+    python experiments/grpo_sweep.py --out runs/grpo_sweep --device cpu --configs A --max-steps 40
 
 Asks what the demo's 20-step budget cannot: does GRPO raise the final mask with more steps, or
 with another learning rate, KL weight, reward scaling, group size or temperature? Builds the
