@@ -10,8 +10,8 @@ import pytest
 import torch
 from vllm_helpers import FP32_TOLERANCE, completion_logps_gap, prompt, sample
 
-from socioreasoner import vllm_cpu
-from socioreasoner.vllm_prompts import fix_vllm_prompts
+from socioreasoner.compat import vllm_cpu
+from socioreasoner.compat.vllm_prompts import fix_vllm_prompts
 
 
 @pytest.fixture(scope="module")
