@@ -226,6 +226,13 @@ def evaluate_on_val(model: str, city: Path, out: Path, settings: DemoSettings, d
                      "temperature": temperature})
 
 
+def held_out_pair(city: Path) -> tuple[Path, str]:
+    """The first held-out val sample's folder and its query: the pair `predict` runs on, here and in the commands
+    the demo prints."""
+    pair = sorted((city / "val").iterdir())[0]
+    return pair, json.loads((pair / "question.json").read_text())["problem"]
+
+
 def demo(out: Path, settings: DemoSettings) -> dict:
     from socioreasoner.diagnostics import image_reliance_of
     from socioreasoner.tiny import build_tiny_models
@@ -268,8 +275,7 @@ def demo(out: Path, settings: DemoSettings) -> dict:
         after = evaluation(str(grpo_dir), "eval_after")
         reliance_after = reliance(str(grpo_dir))
 
-    pair = sorted((city / "val").iterdir())[0]
-    query = json.loads((pair / "question.json").read_text())["problem"]
+    pair, query = held_out_pair(city)
     from socioreasoner.predict import main as predict_main
 
     with phase("predict", "7/7 predict on one held-out pair"):
@@ -316,8 +322,7 @@ def next_commands(out: Path, settings: DemoSettings) -> str:
     nothing, so these are the quickest way to see real boxes and masks)."""
     model, city, budget = out / "grpo", out / "toy_city", (f"--max-new-tokens {settings.max_new_tokens} "
                                                           f"--max-pixels {settings.max_pixels}")
-    pair = sorted((city / "val").iterdir())[0]
-    query = json.loads((pair / "question.json").read_text())["problem"]
+    pair, query = held_out_pair(city)
     return "\n".join([
         "Try the trained toy policy (GrabCut segments, as in the demo):",
         f"  socioreasoner predict --map {pair}/map.png --sat {pair}/sat.png --query {shlex.quote(query)} --model {model} "
