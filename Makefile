@@ -27,7 +27,7 @@ $(BIN)/activate:
 	# first use), built against the torch above (no build isolation, which would fetch another torch)
 	DS_BUILD_OPS=0 $(BIN)/pip install $(CONSTRAIN) --no-build-isolation -e ".[deepspeed]"
 	# Qwen's real BPE ranks (qwen.tiktoken), from the dashscope wheel on PyPI, into the cache
-	$(BIN)/python -c "from socioreasoner.qwen_tokenizer import qwen_tiktoken_path as p; print(p())"
+	$(BIN)/python -c "from socioreasoner.models.qwen_tokenizer import qwen_tiktoken_path as p; print(p())"
 
 install: $(BIN)/activate
 

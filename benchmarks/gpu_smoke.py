@@ -6,7 +6,7 @@ Builds Qwen2.5-VL-3B and SAM2 hiera-large *configs* with random weights (real we
 be downloaded here), a small toy city at 768 px (SocioSeg's size), and runs one
 `SocioReasonerTrainer` step in bf16 with HF generation (G = 4, 2 prompts, 128 new tokens).
 Prints the step time and the peak GPU memory. Offline: the Qwen vocabulary comes from
-`SOCIOREASONER_QWEN_TIKTOKEN` or the cache (see `socioreasoner.qwen_tokenizer`).
+`SOCIOREASONER_QWEN_TIKTOKEN` or the cache (see `socioreasoner.models.qwen_tokenizer`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ def main():
 
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioreasoner.config import SocioReasonerConfig
     from socioreasoner.data import load_socioseg
     from socioreasoner.data.synthetic import generate_toy_city
-    from socioreasoner.qwen_processor import load_qwen_processor
-    from socioreasoner.tiny import build_tiny_qwen, build_tiny_sam2
-    from socioreasoner.trainer import SocioReasonerTrainer
+    from socioreasoner.models.qwen_processor import load_qwen_processor
+    from socioreasoner.models.tiny import build_tiny_qwen, build_tiny_sam2
+    from socioreasoner.training.config import SocioReasonerConfig
+    from socioreasoner.training.trainer import SocioReasonerTrainer
 
     out = Path(args.out)
     qwen = build_tiny_qwen(out / "qwen2_5_vl_3b", real_size=True)

@@ -25,7 +25,7 @@ PHASES = ("stage1_generate_s", "sam_and_render_s", "stage2_generate_s", "total_s
 
 
 def build_models(out: Path, real_size: bool) -> tuple[str, str]:
-    from socioreasoner.tiny import build_tiny_qwen, build_tiny_sam2
+    from socioreasoner.models.tiny import build_tiny_qwen, build_tiny_sam2
 
     name = "_3b" if real_size else ""
     return (str(build_tiny_qwen(out / f"qwen2_5_vl{name}", real_size=real_size)),
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from socioreasoner.data import load_socioseg
     from socioreasoner.data.synthetic import generate_toy_city
-    from socioreasoner.inference import Predictor
-    from socioreasoner.pipeline import PromptSettings, Sample
+    from socioreasoner.inference.predictor import Predictor
+    from socioreasoner.method.pipeline import Sample
+    from socioreasoner.models.backbones import prompt_settings_for_model
 
     out = Path(args.out)
     model, sam = args.model, args.sam
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         built_model, built_sam = build_models(out / "models", args.real_size)
         model, sam = model or built_model, sam or built_sam
     city = generate_toy_city(out / f"toy{args.size}", 4, splits=("val",), size=args.size, progress=False)
-    settings = PromptSettings.for_model(model, max_pixels=args.max_pixels)
+    settings = prompt_settings_for_model(model, max_pixels=args.max_pixels)
     samples = [Sample.from_images(row["problem"], row["map_image"], row["sat_image"], settings)
                for row in load_socioseg(str(city), "val")]
     predictor = Predictor(model, sam=sam, device=args.device, settings=settings, max_new_tokens=args.new_tokens)

@@ -5,7 +5,7 @@
         --set use_vllm=false per_device_train_batch_size=8 steps_per_generation=1 max_completion_length=128
 
 The models are built on PyTorch's meta device from their configs (a local directory, the hub cache, or the
-architectures `socioreasoner.tiny` knows: Qwen2.5-VL-3B and the four SAM2 sizes), so parameter and LoRA counts
+architectures `socioreasoner.models.tiny` knows: Qwen2.5-VL-3B and the four SAM2 sizes), so parameter and LoRA counts
 are exact; PEFT wraps the meta model with the recipe's LoRA settings. Activations follow the shapes of one
 micro-batch: each stage-1 row travels with its stage-2 row (2 x per_device_train_batch_size sequences), each
 sequence two images in the Qwen frame + the prompt text (tokenised with the family's chat template) + the
@@ -37,7 +37,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from socioreasoner.frame import smart_resize  # noqa: E402
+from socioreasoner.method.frame import smart_resize  # noqa: E402
 
 GIB = 2**30
 TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # trl/kernels/chunked_logprob.py (TRL 1.16): the fused LM head's tile
@@ -51,8 +51,8 @@ DEFAULT_IMAGE = (768, 768)  # SocioSeg's tiles
 # ---------- models on the meta device ----------
 
 def known_config(source: str):
-    """The architectures this project can build offline, by hub id (`socioreasoner.tiny`)."""
-    from socioreasoner import tiny
+    """The architectures this project can build offline, by hub id (`socioreasoner.models.tiny`)."""
+    from socioreasoner.models import tiny
 
     builders = {"Qwen/Qwen2.5-VL-3B-Instruct": tiny.qwen2_5_vl_3b_config, **{
         f"facebook/sam2-hiera-{size}": (lambda size=size: tiny.sam2_config(size)) for size in tiny.SAM2_SIZES}}
@@ -76,7 +76,7 @@ def load_config(source: str):
 
 def meta_model(config):
     """The model of `config` with meta tensors (shapes, no memory)."""
-    from socioreasoner.backbones import BACKBONES, policy_class
+    from socioreasoner.models.backbones import BACKBONES, policy_class
 
     with torch.device("meta"):
         if config.model_type in BACKBONES:
@@ -146,8 +146,8 @@ def image_tokens(image_size, recipe: dict, vision) -> tuple[int, int]:
 def prompt_text_tokens(model_type: str, answer_tokens: int) -> tuple[int, int]:
     """Text tokens of the reference's stage-1 and stage-2 prompts through the family's chat template (images
     excluded), the stage-2 prompt quoting an answer of `answer_tokens` tokens."""
-    from socioreasoner.prompts import stage1_prompt, stage2_prompt
-    from socioreasoner.qwen_tokenizer import build_qwen_tokenizer
+    from socioreasoner.method.prompts import stage1_prompt, stage2_prompt
+    from socioreasoner.models.qwen_tokenizer import build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer(qwen3=model_type != "qwen2_5_vl")
     answer = '[{"bbox_2d": [100, 200, 300, 400]}]'

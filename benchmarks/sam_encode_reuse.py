@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from socioreasoner.metrics import mask_iou
-from socioreasoner.segmenter import SamSegmenter
-from socioreasoner.tiny import build_tiny_sam2
+from socioreasoner.method.metrics import mask_iou
+from socioreasoner.models.segmenter import SamSegmenter
+from socioreasoner.models.tiny import build_tiny_sam2
 
 
 def make_prompts(rng, size, completions, objects):

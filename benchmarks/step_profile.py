@@ -20,9 +20,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import socioreasoner.pipeline as pipeline
-import socioreasoner.qwen_processor as qwen_processor
-from socioreasoner.segmenter import SamSegmenter
+import socioreasoner.method.pipeline as pipeline
+import socioreasoner.models.qwen_processor as qwen_processor
+from socioreasoner.models.segmenter import SamSegmenter
 
 
 class ExclusiveTimer:
@@ -65,12 +65,12 @@ def main():
 
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioreasoner.config import SocioReasonerConfig
     from socioreasoner.data import load_socioseg
     from socioreasoner.data.synthetic import generate_toy_city
-    from socioreasoner.prompts import load_prompt_templates
-    from socioreasoner.tiny import build_tiny_models
-    from socioreasoner.trainer import SocioReasonerTrainer
+    from socioreasoner.method.prompts import load_prompt_templates
+    from socioreasoner.models.tiny import build_tiny_models
+    from socioreasoner.training.config import SocioReasonerConfig
+    from socioreasoner.training.trainer import SocioReasonerTrainer
 
     timer = ExclusiveTimer()
     tmp = Path(tempfile.mkdtemp(prefix="step_profile_"))

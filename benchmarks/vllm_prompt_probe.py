@@ -6,7 +6,7 @@ Builds a [map, satellite] + text prompt with the HF processor (each `<|image_pad
 gives vLLM (a) those ids and (b) the same ids with each image's run collapsed to one placeholder, and prints the
 prompt vLLM actually ran (length, image-token runs, equal to the HF ids or not) and, where equal, the largest
 difference between vLLM's and HF's prompt log-probs on the text tokens. The policy must have a head size vLLM's
-CPU backend supports (32, 64, 80, ...): `socioreasoner.tiny.build_tiny_models("runs/tiny128", hidden_size=128)`.
+CPU backend supports (32, 64, 80, ...): `socioreasoner.models.tiny.build_tiny_models("runs/tiny128", hidden_size=128)`.
 """
 
 from __future__ import annotations

@@ -30,10 +30,10 @@ def train_generation_seconds(policy: Path, sam: Path, data: Path, out: Path, use
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioreasoner.config import SocioReasonerConfig
     from socioreasoner.data import load_socioseg
-    from socioreasoner.qwen_processor import load_qwen_processor
-    from socioreasoner.trainer import SocioReasonerTrainer
+    from socioreasoner.models.qwen_processor import load_qwen_processor
+    from socioreasoner.training.config import SocioReasonerConfig
+    from socioreasoner.training.trainer import SocioReasonerTrainer
 
     args = SocioReasonerConfig(
         output_dir=str(out), use_cpu=True, bf16=False, sam_model=str(sam), num_generations=4,
@@ -77,7 +77,7 @@ def eval_speed(policy: Path, sam: Path, data: Path, out: Path, backend: str, sam
 
 def main(argv=None) -> None:
     from socioreasoner.data.synthetic import generate_toy_city
-    from socioreasoner.tiny import build_tiny_models
+    from socioreasoner.models.tiny import build_tiny_models
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3)

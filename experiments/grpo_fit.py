@@ -28,8 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from socioreasoner.demo import DemoSettings, evaluate_on_val, grpo_command, summarise
+from socioreasoner.demo import DemoSettings, evaluate_on_val, grpo_command
 from socioreasoner.io import read_jsonl
+from socioreasoner.training.run_report import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["giou", "stage1_giou", "stage1_box", "stage2_format", "stage2_points"]

@@ -32,9 +32,9 @@ from socioreasoner.demo import (
     evaluate_on_val,
     grpo_command,
     make_toy_city,
-    summarise,
     warm_start,
 )
+from socioreasoner.training.run_report import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if args.eval_model:
         return evaluate_one(args)
 
-    from socioreasoner.tiny import build_tiny_models
+    from socioreasoner.models.tiny import build_tiny_models
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from socioreasoner.data import load_socioseg
-from socioreasoner.demo import DemoSettings, evaluate_on_val, summarise
+from socioreasoner.demo import DemoSettings, evaluate_on_val
 from socioreasoner.io import read_jsonl
+from socioreasoner.training.run_report import summarise
 
 KEYS = ["giou", "stage1_giou", "stage1_box", "stage1_count", "stage2_format", "stage2_points"]
 

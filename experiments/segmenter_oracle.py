@@ -21,11 +21,11 @@ from tqdm import tqdm
 from socioreasoner.data import load_socioseg
 from socioreasoner.data.targets import boxes_to_mask, mask_to_array
 from socioreasoner.demo import DemoSettings
-from socioreasoner.grabcut import make_segmenter
-from socioreasoner.metrics import mask_iou
-from socioreasoner.pipeline import PromptSettings, Sample
-from socioreasoner.render import resize_mask
-from socioreasoner.sft import component_points, diagonal_points, qwen_frame_targets
+from socioreasoner.method.metrics import mask_iou
+from socioreasoner.method.pipeline import PromptSettings, Sample
+from socioreasoner.method.render import resize_mask
+from socioreasoner.models.grabcut import make_segmenter
+from socioreasoner.training.sft import component_points, diagonal_points, qwen_frame_targets
 
 PROMPTS = {
     "box alone": lambda mask, box, rng: [],

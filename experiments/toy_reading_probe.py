@@ -37,21 +37,22 @@ import torch
 from PIL import Image
 
 import socioreasoner.data.synthetic as synthetic
+import socioreasoner.data.toy_layout as toy_layout
 from socioreasoner.data import load_socioseg
 from socioreasoner.data.synthetic import generate_toy_city
 from socioreasoner.data.targets import mask_to_array
 from socioreasoner.diagnostics import image_reliance
-from socioreasoner.parsing import parse_completion
-from socioreasoner.pipeline import PromptSettings, Sample
-from socioreasoner.prompts import _user_turn
-from socioreasoner.sft import qwen_frame_targets, run_sft, stage1_target
-from socioreasoner.tiny import build_tiny_qwen
+from socioreasoner.method.parsing import parse_completion
+from socioreasoner.method.pipeline import PromptSettings, Sample
+from socioreasoner.method.prompts import _user_turn
+from socioreasoner.models.tiny import build_tiny_qwen
+from socioreasoner.training.sft import qwen_frame_targets, run_sft, stage1_target
 
 SIZE = 168
 ANSWER_FORMAT = 'Answer as <think>...</think><answer>[{"bbox_2d": [x1, y1, x2, y2]}]</answer>'
 STAGE1_SHORT = 'Map and satellite image, {width}x{height} px. Find every region of "{query}". ' + ANSWER_FORMAT
-BLOCKS = [p.box for p in synthetic._grid_layout(SIZE)]
-COLOUR_TO_CLASS = {spec[1]: name for name, spec in synthetic.CLASSES.items()} | {synthetic.WATER_FILL: "water"}
+BLOCKS = [p.box for p in toy_layout._grid_layout(SIZE)]
+COLOUR_TO_CLASS = {spec[1]: name for name, spec in toy_layout.CLASSES.items()} | {synthetic.WATER_FILL: "water"}
 
 
 def block_classes(map_image) -> list[str]:
@@ -172,7 +173,7 @@ def main():
 
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioreasoner.qwen_processor import load_qwen_processor
+    from socioreasoner.models.qwen_processor import load_qwen_processor
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(policy)).eval()
     processor = load_qwen_processor(str(policy))

@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 import torch
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from socioreasoner.backbones import POLICY_TYPES, load_policy
-from socioreasoner.checkpoints import resolve_resume
-from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
-from socioreasoner.grabcut import GRABCUT
-from socioreasoner.launch_check import check_launch
-from socioreasoner.model_types import SAM2_TYPES, check_model_type
-from socioreasoner.policy import freeze_vision_tower
-from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
-from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.trainer import SocioReasonerTrainer
+from socioreasoner.method.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
+from socioreasoner.models.backbones import POLICY_TYPES, load_policy
+from socioreasoner.models.grabcut import GRABCUT
+from socioreasoner.models.model_types import SAM2_TYPES, check_model_type
+from socioreasoner.models.policy import freeze_vision_tower
+from socioreasoner.models.qwen_processor import load_qwen_processor
+from socioreasoner.training.checkpoints import resolve_resume
+from socioreasoner.training.config import SocioReasonerConfig
+from socioreasoner.training.launch_check import check_launch
+from socioreasoner.training.trainer import SocioReasonerTrainer
 
 logger = logging.getLogger(__name__)
 

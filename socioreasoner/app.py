@@ -30,15 +30,16 @@ from PIL import Image
 
 from socioreasoner.data import LEVELS
 from socioreasoner.images import mask_array
-from socioreasoner.inference import DEFAULT_MODEL, Predictor
+from socioreasoner.inference.predictor import DEFAULT_MODEL, Predictor
+from socioreasoner.inference.scene_outputs import write_mask_geotiff
 from socioreasoner.io import check_writable_dir
-from socioreasoner.metrics import mask_iou
-from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.method.metrics import mask_iou
+from socioreasoner.method.pipeline import PromptSettings, Sample
+from socioreasoner.method.prompts import check_query
+from socioreasoner.method.render import GT_MASK_COLOUR, draw_boxes, overlay_mask
+from socioreasoner.models.backbones import prompt_settings_for_model
+from socioreasoner.models.segmenter import DEFAULT_SAM2
 from socioreasoner.predict import load_pair, raster_size, write_outputs
-from socioreasoner.prompts import check_query
-from socioreasoner.render import GT_MASK_COLOUR, draw_boxes, overlay_mask
-from socioreasoner.scene_outputs import write_mask_geotiff
-from socioreasoner.segmenter import DEFAULT_SAM2
 
 logger = logging.getLogger("socioreasoner.app")
 
@@ -260,7 +261,7 @@ def make_app(args: argparse.Namespace) -> App:
         if not Path(args.dataset).is_dir():
             raise ValueError(f"--dataset {args.dataset}: not a directory")
         samples += list_samples(Path(args.dataset), args.split, out, "dataset")
-    settings = PromptSettings.for_model(args.model, max_pixels=args.max_pixels)
+    settings = prompt_settings_for_model(args.model, max_pixels=args.max_pixels)
     predictor = Predictor(args.model, args.sam, args.device, settings)
     return App(predictor, out, samples)
 

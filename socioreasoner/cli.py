@@ -22,12 +22,12 @@ COMMANDS = {
     "evaluate": ("socioreasoner.evaluate", "gIoU / cIoU per task level on a SocioSeg split (resumable journal)"),
     "app": ("socioreasoner.app", "the web app (Gradio): upload a pair, type a query, see both stages"),
     "demo": ("socioreasoner.demo", "offline toy-city run of the whole method: SFT, eval, two-stage GRPO, eval, predict"),
-    "sft": ("socioreasoner.sft", "SFT warm start on targets derived from the ground truth"),
+    "sft": ("socioreasoner.training.sft", "SFT warm start on targets derived from the ground truth"),
     "diagnostics": ("socioreasoner.diagnostics", "does the policy use its images? (loss gap with shuffled images)"),
-    "tiny": ("socioreasoner.tiny", "tiny random models of the real architectures (offline)"),
+    "tiny": ("socioreasoner.models.tiny", "tiny random models of the real architectures (offline)"),
     "toy-city": ("socioreasoner.data.synthetic", "a synthetic dataset in the SocioSeg layout"),
     "toy-scene": ("socioreasoner.data.toy_scene", "a toy GeoTIFF scene pair for whole-scene prediction"),
-    "sam-finetune": ("socioreasoner.sam_finetune", "fine-tune SAM2 on a SocioSeg-format dataset's masks"),
+    "sam-finetune": ("socioreasoner.training.sam_finetune", "fine-tune SAM2 on a SocioSeg-format dataset's masks"),
 }
 TRAIN_COMMAND = ("accelerate launch --config_file recipes/accelerate/single.yaml recipes/train.py "
                  "--config recipes/toy_cpu.yaml")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from socioreasoner.io import atomic_write_json, atomic_write_text
+from socioreasoner.training.run_report import grpo_curves, report_markdown, summarise
 
 logger = logging.getLogger("socioreasoner.demo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,6 @@ DEMO_STAGE1_TEMPLATE = ('Map and satellite image, {width}x{height} px. Find ever
 DEMO_STAGE2_TEMPLATE = ('Map and satellite image, {width}x{height} px, with your boxes for "{query}" drawn. '
                         'Keep each box and add points on the target inside it. Answer as <think>...</think>'
                         '<answer>[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y]]}]</answer>. Your boxes: {boxes}')
-REWARD_KEYS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
 
 
 @dataclass
@@ -87,68 +87,6 @@ class DemoSettings:
         return self.image_size * self.image_size
 
 
-def summarise(metrics: dict) -> dict:
-    """The numbers of one evaluation that the report compares."""
-    final, stage1 = metrics["final"]["overall"], metrics["stage1"]["overall"]
-    return {"giou": final["giou"], "ciou": final["ciou"], "stage1_giou": stage1["giou"], "stage1_ciou": stage1["ciou"],
-            **{k: v for k, v in metrics["rewards"].items()}, "n": final["n"],
-            "per_level_giou": {k: v["giou"] for k, v in metrics["final"].items() if k != "overall"}}
-
-
-def grpo_curves(log_history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    logs = [h for h in log_history if "loss" in h]
-    steps = [h["step"] for h in logs]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key in REWARD_KEYS:
-        axes[0].plot(steps, [h.get(f"rewards/{key}/mean", float("nan")) for h in logs], label=key)
-    axes[0].set_title("reward components (mean per step)")
-    for key, label in (("stage1/mask_iou", "stage-1 (box-only) mask IoU"), ("stage2/mask_iou", "final mask IoU")):
-        axes[1].plot(steps, [h.get(key, float("nan")) for h in logs], label=label)
-    axes[1].set_title("mask IoU on training rollouts")
-    for ax in axes:
-        ax.set_xlabel("GRPO step")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def report_markdown(report: dict) -> str:
-    before, after, cfg = report["before"], report["after"], report["settings"]
-    rows = [("final gIoU", "giou"), ("final cIoU", "ciou"), ("stage-1 gIoU", "stage1_giou"),
-            ("stage-1 cIoU", "stage1_ciou"), ("stage-1 format reward", "stage1_format"),
-            ("stage-1 count reward", "stage1_count"), ("stage-1 box reward", "stage1_box"),
-            ("stage-2 format reward", "stage2_format"), ("stage-2 points reward", "stage2_points")]
-    lines = ["# socioreasoner demo: toy city, tiny models, CPU", "",
-             f"Held-out toy val, {after['n']} samples; SFT warm start vs after {cfg['grpo_steps']} "
-             f"GRPO steps. Wall time {report['wall_seconds']:.0f} s ("
-             + ", ".join(f"{name} {value:.0f} s" for name, value in report.get("phase_seconds", {}).items())
-             + f"). Segmenter: {report['segmenter']}.", "",
-             f"Toy city: `{cfg['layout']}` layout" + (", the targets filled red on the map" if cfg["highlight"] else "")
-             + (f", coordinate tint ±{cfg['tint']:g}" if cfg["tint"] else "") + f"; policy rope θ {cfg['rope_theta']:g}, "
-             f"SFT {cfg['sft_steps']} stage-1 steps then {cfg['sft2_steps']} steps of both stages"
-             + (", stage-2 drafts drawn with the segmenter's mask" if cfg.get("segmenter_drafts") else "")
-             + " (docs/toy_learnability.md says why).", "",
-             "| metric | after SFT (before GRPO) | after GRPO | change |", "|---|---|---|---|"]
-    for label, key in rows:
-        lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} | {after[key] - before[key]:+.3f} |")
-    gap_before, gap_after = before["image_reliance"]["gap"], after["image_reliance"]["gap"]
-    n_reliance = before["image_reliance"]["n"]
-    lines.append(f"| image reliance (loss gap, shuffled − own images; {n_reliance} samples) | {gap_before:.4f} | "
-                 f"{gap_after:.4f} | {gap_after - gap_before:+.4f} |")
-    lines += ["", "Image reliance (`socioreasoner.diagnostics`): the stage-1 GT answer's loss with another "
-              "sample's images minus with its own; about 0 means the policy does not use the images to place "
-              "its boxes.", "", "Numbers come from `eval_before/` and `eval_after/` (`per_sample.csv`, `metrics.json`); IoU with "
-              "`empty_rule=one`. Curves: `curves.png`. Prediction on one held-out pair: `predict/`."]
-    return "\n".join(lines) + "\n"
-
-
 def run(cmd: list[str], log: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "w") as handle:
@@ -158,11 +96,11 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 SAM = "grabcut"  # a tiny random SAM2 ignores its prompts (the mask-IoU reward would be noise)
-SEGMENTER_NOTE = "OpenCV GrabCut from boxes + points (socioreasoner.grabcut), not SAM2"
+SEGMENTER_NOTE = "OpenCV GrabCut from boxes + points (socioreasoner.models.grabcut), not SAM2"
 
 
 def prompt_settings_of(settings: DemoSettings):
-    from socioreasoner.pipeline import PromptSettings
+    from socioreasoner.method.pipeline import PromptSettings
 
     if settings.reference_prompts:
         return PromptSettings(max_pixels=settings.max_pixels)
@@ -184,8 +122,8 @@ def make_toy_city(city: Path, settings: DemoSettings) -> Path:
 def warm_start(policy: str, city: Path, out: Path, settings: DemoSettings, use_cpu: bool = True) -> Path:
     """The demo's SFT: stage 1 alone, then both stages; returns the checkpoint (`out/sft`)."""
     from socioreasoner.data import load_socioseg
-    from socioreasoner.grabcut import make_segmenter
-    from socioreasoner.sft import run_sft, sft_examples
+    from socioreasoner.models.grabcut import make_segmenter
+    from socioreasoner.training.sft import run_sft, sft_examples
 
     prompts = prompt_settings_of(settings)
     train = load_socioseg(str(city), "train")
@@ -235,7 +173,7 @@ def held_out_pair(city: Path) -> tuple[Path, str]:
 
 def demo(out: Path, settings: DemoSettings) -> dict:
     from socioreasoner.diagnostics import image_reliance_of
-    from socioreasoner.tiny import build_tiny_models
+    from socioreasoner.models.tiny import build_tiny_models
 
     start = time.perf_counter()
     seconds: dict[str, float] = {}  # wall time per phase, in the report (where the demo's time goes)

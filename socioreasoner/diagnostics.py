@@ -55,13 +55,12 @@ def image_reliance(model, processor, examples, max_examples: int = 32, shift: in
 def image_reliance_of(model_dir: str, dataset: str, split: str = "val", max_pixels: int | None = None,
                       max_examples: int = 32) -> dict:
     """`image_reliance` for the Qwen2.5-VL at `model_dir` on stage-1 GT answers of a dataset split."""
-    from socioreasoner.backbones import load_policy
     from socioreasoner.data import load_socioseg
-    from socioreasoner.pipeline import PromptSettings
-    from socioreasoner.qwen_processor import load_qwen_processor
-    from socioreasoner.sft import sft_examples
+    from socioreasoner.models.backbones import load_policy, prompt_settings_for_model
+    from socioreasoner.models.qwen_processor import load_qwen_processor
+    from socioreasoner.training.sft import sft_examples
 
-    settings = PromptSettings.for_model(model_dir, **({} if max_pixels is None else {"max_pixels": max_pixels}))
+    settings = prompt_settings_for_model(model_dir, **({} if max_pixels is None else {"max_pixels": max_pixels}))
     records = load_socioseg(dataset, split, max_samples=max_examples)
     examples = sft_examples(records, settings, stages=(1,))
     processor = load_qwen_processor(model_dir, settings.min_pixels, settings.max_pixels)

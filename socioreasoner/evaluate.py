@@ -17,26 +17,29 @@ stem for ids that are not plain file names: the journal's `mask_file`) and `grid
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
 import json
 import logging
 import math
-import random
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from socioreasoner.data import load_socioseg, mask_to_array, skipped_invalid
-from socioreasoner.frame import COORD_FRAMES, check_coord_frame
+from socioreasoner.data import load_socioseg, skipped_invalid
 from socioreasoner.images import MAX_IMAGE_PIXELS
-from socioreasoner.inference import DEFAULT_MODEL, Predictor
+from socioreasoner.inference.evaluation import (
+    compute_metrics,
+    metrics_markdown,
+    sample_record,
+    visual_grid,
+    write_csv,
+)
+from socioreasoner.inference.predictor import DEFAULT_MODEL, Predictor
+from socioreasoner.inference.vllm_backend import require_vllm, resolve_backend
 from socioreasoner.io import (
     append_jsonl,
     atomic_save_image,
@@ -46,22 +49,19 @@ from socioreasoner.io import (
     mask_image,
     read_jsonl,
     repair_jsonl,
-    safe_file_stem,
 )
-from socioreasoner.metrics import MetricAccumulator, check_empty_rule, intersection_union, iou_from_counts
-from socioreasoner.pipeline import PromptSettings, Sample
-from socioreasoner.prompts import read_template
-from socioreasoner.render import side_by_side
-from socioreasoner.rewards import (
+from socioreasoner.method.frame import COORD_FRAMES, check_coord_frame
+from socioreasoner.method.metrics import (
+    check_empty_rule,
+)
+from socioreasoner.method.pipeline import PromptSettings, Sample
+from socioreasoner.method.prompts import read_template
+from socioreasoner.method.rewards import (
     GT_BOX_FRAMES,
     check_gt_box_frame,
-    reward_gt_boxes,
-    stage1_rewards,
-    stage2_format_reward,
-    stage2_points_reward,
 )
-from socioreasoner.segmenter import DEFAULT_SAM2
-from socioreasoner.vllm_inference import require_vllm, resolve_backend
+from socioreasoner.models.backbones import prompt_settings_for_model
+from socioreasoner.models.segmenter import DEFAULT_SAM2
 
 logger = logging.getLogger("socioreasoner.evaluate")
 
@@ -83,102 +83,6 @@ RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperatur
                    "gt_box_frame", "backend", "coord_frame")
 LEGACY_SETTINGS = {"backend": "hf", "coord_frame": "absolute"}  # what a journal written before a setting existed was run with
 SETTINGS_FILE = "eval_settings.json"
-CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
-              "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
-              "stage2_format", "stage2_points", "seconds"]
-
-
-def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "reference") -> dict:
-    """Everything the report needs about one sample, as a flat JSON record; the reward components are the
-    training rewards' (strict, as the reference), whatever parse gave SAM2 its prompts."""
-    gt = mask_to_array(row["mask_label"])
-    inter, union = intersection_union(prediction.final.mask, gt)
-    s1_inter, s1_union = intersection_union(prediction.stage1.mask, gt)
-    gt_boxes = reward_gt_boxes(row["gt_boxes"], prediction.sample.frame, gt_box_frame)
-    stage1_boxes = prediction.stage1.boxes
-    stage1 = stage1_rewards(prediction.stage1_text, gt_boxes, prediction.sample.frame.pixels_per_unit)
-    return {
-        "id": row["id"], "level": row["level"], "problem": row["problem"],
-        "iou": iou_from_counts(inter, union, empty_rule), "stage1_iou": iou_from_counts(s1_inter, s1_union, empty_rule),
-        "intersection": inter, "union": union, "stage1_intersection": s1_inter, "stage1_union": s1_union,
-        "num_gt": len(gt_boxes), "num_stage1": len(stage1_boxes), "num_final": len(prediction.final.parsed.objects),
-        "stage1_format": stage1["format"], "stage1_count": stage1["count"], "stage1_box": stage1["box"],
-        "stage2_format": stage2_format_reward(prediction.stage2_text, prediction.stage1.answer),
-        "stage2_points": stage2_points_reward(prediction.stage2_text),
-        "seconds": prediction.timings["total_s"],
-        "stage1_text": prediction.stage1_text, "stage2_text": prediction.stage2_text,
-        "stage1_boxes": prediction.stage1.boxes_original, "final_objects": prediction.final.objects_original,
-        "mask_file": f"masks/{safe_file_stem(row['id'])}.png",
-    }
-
-
-def compute_metrics(records: list[dict], empty_rule: str) -> dict:
-    """gIoU / cIoU (overall, per level, stage 1 and final) and mean reward components from the records."""
-    acc = MetricAccumulator(empty_rule)
-    for r in records:
-        acc.add_counts(r["level"], "final", r["intersection"], r["union"])
-        acc.add_counts(r["level"], "stage1", r["stage1_intersection"], r["stage1_union"])
-    summary = acc.summary()
-    summary["rewards"] = {key: float(np.mean([r[key] for r in records])) if records else math.nan
-                          for key in ("stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points")}
-    summary["num_samples"] = len(records)
-    return summary
-
-
-def metrics_markdown(metrics: dict, meta: dict) -> str:
-    lines = [f"# Evaluation: {meta['model']} on {meta['dataset']} / {meta['split']}", "",
-             f"{meta['num_samples']} samples, {meta['date']}. Empty-prediction-and-empty-GT counts as IoU "
-             f"{1 if meta['empty_rule'] == 'one' else 0} (`empty_rule={meta['empty_rule']}`).", "",
-             "| subset | n | gIoU | cIoU | stage-1 gIoU | stage-1 cIoU |", "|---|---|---|---|---|---|"]
-    final_groups = metrics.get("final", {})
-    for key in sorted(final_groups, key=lambda k: (k != "overall", k)):
-        final = final_groups[key]
-        stage1 = metrics.get("stage1", {}).get(key, {})
-        lines.append(f"| {key} | {final['n']} | {100 * final['giou']:.1f} | {100 * final['ciou']:.1f} | "
-                     f"{100 * stage1.get('giou', math.nan):.1f} | {100 * stage1.get('ciou', math.nan):.1f} |")
-    lines += ["", "| reward component (mean) | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in metrics["rewards"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path: Path, records: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(records)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def visual_grid(dataset, records: list[dict], out: Path, per_group: int, seed: int) -> Image.Image | None:
-    """Rows of side-by-side pictures: the best, the worst and random samples by final IoU."""
-    if not records:
-        return None
-    ranked = sorted(records, key=lambda r: r["iou"])
-    rng = random.Random(seed)
-    groups = [("best", ranked[::-1][:per_group]), ("worst", ranked[:per_group]),
-              ("random", rng.sample(records, min(per_group, len(records))))]
-    index = {row_id: i for i, row_id in enumerate(dataset["id"])}
-    tiles = []
-    for name, group in groups:
-        for r in group:
-            row = dataset[index[r["id"]]]
-            final = mask_to_array(Image.open(out / r.get("mask_file", f"masks/{safe_file_stem(r['id'])}.png")))
-            objects = r.get("final_objects", [])
-            tile = side_by_side(row["map_image"], row["sat_image"], final, stage1_boxes=r.get("stage1_boxes", []),
-                                final_boxes=[o["box"] for o in objects],
-                                points=[p for o in objects for p in o["points"]],
-                                gt_mask=mask_to_array(row["mask_label"]))
-            tile = tile.resize((768, int(tile.height * 768 / tile.width)))
-            label = Image.new("RGB", (tile.width, 18), "white")
-            ImageDraw.Draw(label).text((4, 3), f"{name}: {r['id']} \"{r['problem']}\" IoU {r['iou']:.2f}", fill="black")
-            tiles += [label, tile]
-    canvas = Image.new("RGB", (tiles[0].width, sum(t.height for t in tiles)), "white")
-    y = 0
-    for tile in tiles:
-        canvas.paste(tile, (0, y))
-        y += tile.height
-    return canvas
-
 
 def check_config(config: dict) -> None:
     """One clear error for a setting no run could use, before anything is loaded."""
@@ -252,7 +156,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     if config["greedy"]:  # deterministic runs whatever the YAML's sampling settings
         config.update(temperature=None, top_p=None, top_k=None)
     check_config(config)
-    settings = PromptSettings.for_model(
+    settings = prompt_settings_for_model(
         config["model"], min_pixels=config["min_pixels"], max_pixels=config["max_pixels"],
         stage1_template=config["stage1_template"] and read_template(config["stage1_template"]),
         stage2_template=config["stage2_template"] and read_template(config["stage2_template"]),

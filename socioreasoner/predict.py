@@ -8,7 +8,7 @@ One pair (a satellite image no larger than --tile): writes (atomically) into --o
 `mask_stage1.png` (box-only mask), `overlay.png` (map | satellite with stage-1 boxes | satellite with final
 mask, boxes, points), `result.json` (schema: `docs/result_schema.json`) and, with --geojson, `mask.geojson`.
 
-A scene (a larger satellite raster, or --scene): tiled and merged (`socioreasoner.scene`); writes `mask.tif`
+A scene (a larger satellite raster, or --scene): tiled and merged (`socioreasoner.inference.scene`); writes `mask.tif`
 (Cloud-Optimized GeoTIFF), `objects.gpkg`, `objects.geojson` (RFC 7946, WGS84), `overview.png` and
 `result.json` (schema: `docs/scene_result_schema.json`), and resumes a killed run from the tiles done.
 """
@@ -23,19 +23,20 @@ from pathlib import Path
 
 from PIL import Image
 
-from socioreasoner.frame import COORD_FRAMES
-from socioreasoner.geo import mask_to_geojson, read_image
 from socioreasoner.images import MAX_IMAGE_PIXELS
-from socioreasoner.inference import DEFAULT_MODEL, Prediction, Predictor, stage_records
+from socioreasoner.inference.geo import mask_to_geojson, read_image
+from socioreasoner.inference.predictor import DEFAULT_MODEL, Prediction, Predictor, stage_records
+from socioreasoner.inference.scene import SceneOptions, run_scene, scene_area
+from socioreasoner.inference.scene_reader import RESAMPLING, ScenePair
+from socioreasoner.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from socioreasoner.inference.vllm_backend import require_vllm, resolve_backend
 from socioreasoner.io import atomic_save_image, atomic_write_json, check_writable_dir, mask_image
-from socioreasoner.pipeline import PromptSettings, Sample
-from socioreasoner.prompts import check_query, read_template
-from socioreasoner.render import side_by_side
-from socioreasoner.scene import SceneOptions, run_scene, scene_area
-from socioreasoner.scene_reader import RESAMPLING, ScenePair
-from socioreasoner.segmenter import DEFAULT_SAM2
-from socioreasoner.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
-from socioreasoner.vllm_inference import require_vllm, resolve_backend
+from socioreasoner.method.frame import COORD_FRAMES
+from socioreasoner.method.pipeline import PromptSettings, Sample
+from socioreasoner.method.prompts import check_query, read_template
+from socioreasoner.method.render import side_by_side
+from socioreasoner.models.backbones import prompt_settings_for_model
+from socioreasoner.models.segmenter import DEFAULT_SAM2
 
 logger = logging.getLogger("socioreasoner.predict")
 RESULT_SCHEMA_VERSION = 1
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             map_image, sat_image, georef = load_pair(args.map, args.sat, strict=args.strict,
                                                      max_pixels=args.max_image_pixels)
-        settings = PromptSettings.for_model(
+        settings = prompt_settings_for_model(
             args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
             stage1_template=args.stage1_template and read_template(args.stage1_template),
             stage2_template=args.stage2_template and read_template(args.stage2_template),

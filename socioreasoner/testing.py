@@ -16,8 +16,8 @@ VLLM_HIDDEN_SIZE = 128
 
 
 def tiny_models(root: Path, **qwen_config_kwargs) -> dict[str, Path]:
-    """The tiny Qwen2.5-VL and SAM2 (`socioreasoner.tiny`) under `root`, seed 0."""
-    from socioreasoner.tiny import build_tiny_models
+    """The tiny Qwen2.5-VL and SAM2 (`socioreasoner.models.tiny`) under `root`, seed 0."""
+    from socioreasoner.models.tiny import build_tiny_models
 
     return build_tiny_models(root, seed=0, **qwen_config_kwargs)
 
@@ -38,9 +38,9 @@ def sft_policy(policy: Path, city: Path, out: Path, learning_rate: float = 1e-2,
     ~60 steps at which sampled completions start to follow the format. The reference prompts are tested by their
     own tests (exact text, chat-template rendering, predict/evaluate defaults)."""
     from socioreasoner.data import load_socioseg
-    from socioreasoner.pipeline import PromptSettings
-    from socioreasoner.prompts import PROMPT_STYLES
-    from socioreasoner.sft import run_sft, sft_examples
+    from socioreasoner.method.pipeline import PromptSettings
+    from socioreasoner.method.prompts import PROMPT_STYLES
+    from socioreasoner.training.sft import run_sft, sft_examples
 
     stage1, stage2 = PROMPT_STYLES["descriptive"]
     settings = PromptSettings(stage1, stage2, max_pixels=50176)

@@ -15,8 +15,8 @@ from PIL import Image
 pytest.importorskip("gradio")
 
 from socioreasoner.app import TOY_SAMPLES, App, InputError, build_ui, list_samples  # noqa: E402
-from socioreasoner.inference import Predictor  # noqa: E402
-from socioreasoner.pipeline import PromptSettings  # noqa: E402
+from socioreasoner.inference.predictor import Predictor  # noqa: E402
+from socioreasoner.method.pipeline import PromptSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = TOY_SAMPLES / "val" / "val_00001"

@@ -15,17 +15,23 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from socioreasoner.backbones import POLICY_TYPES, frame_of_model, load_policy, resolve_frame
 from socioreasoner.data import load_socioseg
 from socioreasoner.data.targets import mask_to_array
-from socioreasoner.frame import QwenFrame
-from socioreasoner.grabcut import make_segmenter
-from socioreasoner.inference import Predictor
-from socioreasoner.pipeline import PromptSettings, Sample, final_masks, stage_transition
-from socioreasoner.prompts import RELATIVE_COORDINATES_NOTE, STAGE1_TEMPLATE, answer_text
-from socioreasoner.qwen_processor import Qwen3ImageProcessor, QwenImageProcessor, load_qwen_processor
-from socioreasoner.rewards import reward_gt_boxes, stage1_box_reward, stage1_rewards
-from socioreasoner.sft import run_sft, sft_examples
+from socioreasoner.inference.predictor import Predictor
+from socioreasoner.method.frame import QwenFrame
+from socioreasoner.method.pipeline import PromptSettings, Sample, final_masks, stage_transition
+from socioreasoner.method.prompts import RELATIVE_COORDINATES_NOTE, STAGE1_TEMPLATE, answer_text
+from socioreasoner.method.rewards import reward_gt_boxes, stage1_box_reward, stage1_rewards
+from socioreasoner.models.backbones import (
+    POLICY_TYPES,
+    frame_of_model,
+    load_policy,
+    prompt_settings_for_model,
+    resolve_frame,
+)
+from socioreasoner.models.grabcut import make_segmenter
+from socioreasoner.models.qwen_processor import Qwen3ImageProcessor, QwenImageProcessor, load_qwen_processor
+from socioreasoner.training.sft import run_sft, sft_examples
 
 FAMILIES = ("qwen3_vl", "qwen3_5")
 CLASSES = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_5": "Qwen3_5ForConditionalGeneration"}
@@ -34,7 +40,7 @@ RELATIVE = PromptSettings(max_pixels=160 * 160, coord_frame="relative1000", resi
 
 @pytest.fixture(scope="module")
 def tiny_qwen3(tmp_path_factory):
-    from socioreasoner.tiny import build_tiny_qwen3
+    from socioreasoner.models.tiny import build_tiny_qwen3
 
     root = tmp_path_factory.mktemp("tiny_qwen3")
     return {family: build_tiny_qwen3(root / family, family=family) for family in FAMILIES}
@@ -79,7 +85,7 @@ def test_gt_boxes_and_the_l1_threshold_in_a_relative_frame():
 
 
 def test_prompts_state_the_relative_frame_and_keep_the_reference_text_otherwise():
-    from socioreasoner.prompts import stage1_prompt, stage2_prompt
+    from socioreasoner.method.prompts import stage1_prompt, stage2_prompt
 
     reference = stage1_prompt("school", 756, 756)[0]["content"][2]["text"]
     assert reference == STAGE1_TEMPLATE.replace("{query}", "school")
@@ -194,8 +200,8 @@ STAGE2_TEXTS = [
 
 
 def grpo_trainer(policy, tiny_models, toy_city, out, scripted: bool, monkeypatch):
-    from socioreasoner.config import SocioReasonerConfig
-    from socioreasoner.trainer import SocioReasonerTrainer
+    from socioreasoner.training.config import SocioReasonerConfig
+    from socioreasoner.training.trainer import SocioReasonerTrainer
 
     args = SocioReasonerConfig(
         output_dir=str(out), use_cpu=True, bf16=False, sam_model=str(tiny_models["sam2"]), num_generations=4,
@@ -230,7 +236,7 @@ def test_sft_grpo_evaluate_predict_on_cpu(family, tiny_qwen3, tiny_models, toy_c
                   batch_size=2, settings=settings)
     start, warm = load_file(tiny_qwen3[family] / "model.safetensors"), load_file(sft / "model.safetensors")
     assert any(not torch.equal(start[k], warm[k]) for k in start), "SFT changed nothing"
-    assert PromptSettings.for_model(str(sft)).coord_frame == "relative1000"
+    assert prompt_settings_for_model(str(sft)).coord_frame == "relative1000"
 
     # two-stage GRPO, real generation: both stages' rows in a finite loss
     trainer = grpo_trainer(sft, tiny_models, toy_city, tmp_path / "grpo", False, monkeypatch)
@@ -293,8 +299,8 @@ def test_predictor_with_a_relative_policy_answers_in_its_frame(tiny_qwen3, tiny_
 
 
 def test_vllm_generation_is_refused_for_the_families_it_is_not_wired_for(tiny_qwen3, tiny_models, toy_city, tmp_path):
-    from socioreasoner.config import SocioReasonerConfig
-    from socioreasoner.trainer import SocioReasonerTrainer
+    from socioreasoner.training.config import SocioReasonerConfig
+    from socioreasoner.training.trainer import SocioReasonerTrainer
 
     args = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True,
                                vllm_importance_sampling_correction=False, sam_model=str(tiny_models["sam2"]))
@@ -305,8 +311,8 @@ def test_vllm_generation_is_refused_for_the_families_it_is_not_wired_for(tiny_qw
 
 
 def test_a_generation_prompt_that_opens_think_is_warned_about(tiny_qwen3, caplog):
-    from socioreasoner.backbones import warn_if_prompt_opens_think
-    from socioreasoner.qwen_tokenizer import QWEN3_CHAT_TEMPLATE
+    from socioreasoner.models.backbones import warn_if_prompt_opens_think
+    from socioreasoner.models.qwen_tokenizer import QWEN3_CHAT_TEMPLATE
 
     processor = load_qwen_processor(str(tiny_qwen3["qwen3_vl"]))
     assert not warn_if_prompt_opens_think(processor)
@@ -327,7 +333,7 @@ def test_qwen3_recipes_parse_and_their_lora_targets_exist(recipe, family, train_
 
     from trl import ModelConfig, TrlParser
 
-    from socioreasoner.config import SocioReasonerConfig
+    from socioreasoner.training.config import SocioReasonerConfig
 
     path = Path(__file__).resolve().parents[1] / "recipes" / recipe
     _, config, model_args = TrlParser((train_script.ScriptArguments, SocioReasonerConfig, ModelConfig)
@@ -365,7 +371,7 @@ def test_train_script_trains_a_qwen3_vl_policy(tiny_qwen3, tiny_models, toy_city
     assert result.returncode == 0, result.stderr[-4000:]
     history = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
     assert math.isfinite(next(h for h in history if "loss" in h)["loss"])
-    from socioreasoner.prompts import PROMPTS_FILE
+    from socioreasoner.method.prompts import PROMPTS_FILE
 
     assert json.loads((out / PROMPTS_FILE).read_text())["coord_frame"] == "relative1000"
     assert type(load_policy(str(out))).__name__ == "Qwen3VLForConditionalGeneration"

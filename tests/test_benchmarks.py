@@ -127,7 +127,7 @@ def parse_train_flags(train_script, command: list[str]):
     """What `recipes/train.py` makes of the flags after its path in `command` (TRL's parser, the recipe's YAML)."""
     from trl import ModelConfig, TrlParser
 
-    from socioreasoner.config import SocioReasonerConfig
+    from socioreasoner.training.config import SocioReasonerConfig
 
     flags = command[command.index("recipes/train.py") + 1:]
     return TrlParser((train_script.ScriptArguments, SocioReasonerConfig, ModelConfig)).parse_args_and_config(flags)

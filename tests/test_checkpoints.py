@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from socioreasoner.checkpoints import (
+from socioreasoner.training.checkpoints import (
     CheckpointError,
     incomplete_reason,
     load_model_weights,
@@ -45,12 +45,12 @@ def test_resume_true_takes_the_newest_complete_checkpoint_and_warns_about_partia
     fake_checkpoint(run / "checkpoint-2")
     fake_checkpoint(run / "checkpoint-10")  # numeric order, not text order
     fake_checkpoint(run / "checkpoint-12", state=False)
-    with caplog.at_level(logging.WARNING, logger="socioreasoner.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="socioreasoner.training.checkpoints"):
         assert resolve_resume("true", run) == str(run / "checkpoint-10")
         assert resolve_resume(True, run) == str(run / "checkpoint-10")
     assert "checkpoint-12" in caplog.text and "no trainer_state.json" in caplog.text
     # an explicit path to a partial checkpoint falls back to the newest complete one before it
-    with caplog.at_level(logging.WARNING, logger="socioreasoner.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="socioreasoner.training.checkpoints"):
         assert resolve_resume(str(run / "checkpoint-12"), run) == str(run / "checkpoint-10")
     assert resolve_resume(str(run / "checkpoint-2"), run) == str(run / "checkpoint-2")
 

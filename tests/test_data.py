@@ -8,7 +8,7 @@ from PIL import Image
 
 from socioreasoner.data import SocioSegDataError, load_socioseg, mask_to_array, mask_to_boxes
 from socioreasoner.data.synthetic import generate_sample, generate_toy_city
-from socioreasoner.frame import QwenFrame
+from socioreasoner.method.frame import QwenFrame
 
 # ---------- targets from masks ----------
 
@@ -87,7 +87,7 @@ def test_toy_city_is_deterministic_and_well_formed():
 
 
 def test_grid_layout_uses_nine_fixed_parcels_and_unique_target_classes():
-    from socioreasoner.data.synthetic import CLASSES
+    from socioreasoner.data.toy_layout import CLASSES
 
     all_boxes, counts = set(), []
     for seed in range(30):

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from socioreasoner.evaluate import evaluate
-from socioreasoner.inference import Predictor
-from socioreasoner.pipeline import PromptSettings
+from socioreasoner.inference.predictor import Predictor
+from socioreasoner.method.pipeline import PromptSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = PromptSettings(max_pixels=160 * 160)

@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from socioreasoner.demo import DemoSettings, demo
-from socioreasoner.metrics import ciou, giou
+from socioreasoner.method.metrics import ciou, giou
 
 
 @pytest.mark.slow
@@ -40,10 +40,10 @@ def test_quick_demo_report_is_recomputable(tmp_path):
     assert report["settings"]["grpo_steps"] == 1
     # the short prompts the SFT was trained with travel to GRPO, eval and predict
     from socioreasoner.demo import DEMO_STAGE1_TEMPLATE
-    from socioreasoner.pipeline import PromptSettings
+    from socioreasoner.models.backbones import prompt_settings_for_model
 
     for model in ("sft_stage1", "sft", "grpo"):
-        assert PromptSettings.for_model(str(out / model)).stage1_template == DEMO_STAGE1_TEMPLATE, model
+        assert prompt_settings_for_model(str(out / model)).stage1_template == DEMO_STAGE1_TEMPLATE, model
     assert "| final gIoU |" in (out / "report.md").read_text()
     assert "| image reliance" in (out / "report.md").read_text()
     # the commands it prints for the trained policy parse with the tools' own parsers
@@ -63,9 +63,9 @@ def test_demo_variants_reach_the_training_command_and_the_prompts(train_script, 
     default (reference) templates and raw-answer {boxes} instead of the demo's short pair."""
     from trl import ModelConfig, TrlParser
 
-    from socioreasoner.config import SocioReasonerConfig
     from socioreasoner.demo import DEMO_STAGE1_TEMPLATE, ROOT, grpo_command, prompt_settings_of
-    from socioreasoner.pipeline import PromptSettings
+    from socioreasoner.method.pipeline import PromptSettings
+    from socioreasoner.training.config import SocioReasonerConfig
 
     monkeypatch.chdir(ROOT)  # the command names recipes/ relative to the repository
     command = grpo_command(tmp_path / "sft", tmp_path / "city", tmp_path / "run",

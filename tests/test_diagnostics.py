@@ -7,7 +7,7 @@ import pytest
 def policy(tiny_models):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioreasoner.qwen_processor import load_qwen_processor
+    from socioreasoner.models.qwen_processor import load_qwen_processor
 
     path = str(tiny_models["qwen2_5_vl"])
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(path).eval(), load_qwen_processor(path)
@@ -16,7 +16,7 @@ def policy(tiny_models):
 @pytest.fixture(scope="module")
 def examples(toy_city):
     from socioreasoner.data import load_socioseg
-    from socioreasoner.sft import sft_examples
+    from socioreasoner.training.sft import sft_examples
 
     return sft_examples(load_socioseg(str(toy_city), "val"), stages=(1,))
 

@@ -29,7 +29,7 @@ def test_sam2_bf16_logits_agree_with_fp32(tiny_models, toy_city):
     Logits, not thresholded masks: a random tiny SAM2's logits hover around 0, where any rounding
     flips pixels; what bf16 must not do is move the logits themselves."""
     from socioreasoner.data import load_socioseg
-    from socioreasoner.segmenter import SamSegmenter
+    from socioreasoner.models.segmenter import SamSegmenter
 
     samples = load_socioseg(str(toy_city), "val")
     images = [np.asarray(s["sat_image"].convert("RGB")) for s in samples]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from socioreasoner.grabcut import GrabCutSegmenter, make_segmenter
-from socioreasoner.segmenter import SamSegmenter
+from socioreasoner.models.grabcut import GrabCutSegmenter, make_segmenter
+from socioreasoner.models.segmenter import SamSegmenter
 
 
 @pytest.fixture

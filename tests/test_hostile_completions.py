@@ -10,9 +10,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from socioreasoner.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion, parse_strict
-from socioreasoner.rewards import stage1_rewards, stage2_rewards
-from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS
+from socioreasoner.method.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion, parse_strict
+from socioreasoner.method.rewards import stage1_rewards, stage2_rewards
+from socioreasoner.training.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS
 
 RANGES = {"format": (0.0, 2.0), "count": (0.0, 1.0), "box": (-1.0, 1.0), "points": (0.0, 1.0),
           "mask_iou": (0.0, 1.0)}

@@ -13,10 +13,10 @@ from PIL import Image
 from socioreasoner import evaluate as evaluate_module
 from socioreasoner.data import mask_to_array
 from socioreasoner.evaluate import compute_metrics, evaluate
-from socioreasoner.geo import Georef, mask_to_geojson, rasterize_geojson
-from socioreasoner.inference import Predictor
-from socioreasoner.metrics import giou
-from socioreasoner.pipeline import PromptSettings, Sample
+from socioreasoner.inference.geo import Georef, mask_to_geojson, rasterize_geojson
+from socioreasoner.inference.predictor import Predictor
+from socioreasoner.method.metrics import giou
+from socioreasoner.method.pipeline import PromptSettings, Sample
 from socioreasoner.predict import main as predict_main
 
 ROOT = Path(__file__).resolve().parents[1]

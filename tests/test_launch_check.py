@@ -2,7 +2,12 @@
 
 import pytest
 
-from socioreasoner.launch_check import check_launch, launch_problem, launched_with_deepspeed, world_size
+from socioreasoner.training.launch_check import (
+    check_launch,
+    launch_problem,
+    launched_with_deepspeed,
+    world_size,
+)
 
 
 def test_a_consistent_launch_passes():
@@ -32,7 +37,7 @@ def test_the_launcher_environment_is_read():
 def test_check_launch_stops_before_anything_loads(monkeypatch, tmp_path):
     """A real TrainingArguments in this (single, non-distributed) process, with the launcher's DeepSpeed variables
     set: accelerate builds a non-DeepSpeed state, and the guard says so."""
-    from socioreasoner.config import SocioReasonerConfig
+    from socioreasoner.training.config import SocioReasonerConfig
 
     args = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     check_launch(args)  # a plain single-process run is fine

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import memory_plan as mp  # noqa: E402
 
-from socioreasoner.tiny import tiny_qwen_config, tiny_sam2_config  # noqa: E402
+from socioreasoner.models.tiny import tiny_qwen_config, tiny_sam2_config  # noqa: E402
 
 LORA = {"use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
         "lora_target_modules": [r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"]}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from socioreasoner.metrics import MetricAccumulator, ciou, giou, mask_iou
-from socioreasoner.render import render_draft, resize_mask, side_by_side
+from socioreasoner.method.metrics import MetricAccumulator, ciou, giou, mask_iou
+from socioreasoner.method.render import render_draft, resize_mask, side_by_side
 
 
 def masks(*specs, shape=(10, 10)):

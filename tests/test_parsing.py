@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from socioreasoner.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion
-from socioreasoner.prompts import (
+from socioreasoner.method.parsing import MAX_OBJECTS, MAX_POINTS, parse_completion
+from socioreasoner.method.prompts import (
     PROMPT_STYLES,
     STAGE1_FIELDS,
     STAGE1_TEMPLATE,
@@ -47,7 +47,7 @@ def test_default_prompts_are_the_reference_text():
 
 def test_chat_template_renders_the_reference_layout(tiny_models):
     """System prompt (Qwen's default), image tokens, text: byte for byte what the reference's processor renders."""
-    from socioreasoner.qwen_processor import load_qwen_processor
+    from socioreasoner.models.qwen_processor import load_qwen_processor
 
     processor = load_qwen_processor(str(tiny_models["qwen2_5_vl"]))
     images = "<|vision_start|><|image_pad|><|vision_end|>" * 2
@@ -129,16 +129,17 @@ def test_parse_caps_and_clips():
 
 
 def test_prompt_templates_saved_with_a_checkpoint_are_used_for_it(tmp_path):
-    from socioreasoner.pipeline import PromptSettings
-    from socioreasoner.prompts import PROMPTS_FILE, load_prompt_templates, save_prompt_templates
+    from socioreasoner.method.pipeline import PromptSettings
+    from socioreasoner.method.prompts import PROMPTS_FILE, load_prompt_templates, save_prompt_templates
+    from socioreasoner.models.backbones import prompt_settings_for_model
 
     short1, short2 = "{query} {width}x{height}", "{query} {width}x{height} {boxes}"
     assert load_prompt_templates(tmp_path) is None
-    assert PromptSettings.for_model(str(tmp_path), max_pixels=1000) == PromptSettings(max_pixels=1000)
+    assert prompt_settings_for_model(str(tmp_path), max_pixels=1000) == PromptSettings(max_pixels=1000)
     save_prompt_templates(tmp_path, short1, short2)
-    settings = PromptSettings.for_model(str(tmp_path), max_pixels=1000)
+    settings = prompt_settings_for_model(str(tmp_path), max_pixels=1000)
     assert (settings.stage1_template, settings.stage2_template, settings.max_pixels) == (short1, short2, 1000)
-    assert PromptSettings.for_model("Qwen/Qwen2.5-VL-3B-Instruct").stage1_template == STAGE1_TEMPLATE
+    assert prompt_settings_for_model("Qwen/Qwen2.5-VL-3B-Instruct").stage1_template == STAGE1_TEMPLATE
 
     (tmp_path / PROMPTS_FILE).write_text('{"stage1_template": "{query}", "stage2_template": "x"}')
     with pytest.raises(ValueError, match="stage2_template: missing field"):
@@ -153,9 +154,9 @@ def test_prompt_templates_saved_with_a_checkpoint_are_used_for_it(tmp_path):
 
 def test_stage_transition_quotes_the_raw_answer_or_the_parsed_boxes(toy_city, tmp_path):
     from socioreasoner.data import load_socioseg
-    from socioreasoner.grabcut import GrabCutSegmenter
-    from socioreasoner.pipeline import PromptSettings, Sample, stage_transition
-    from socioreasoner.prompts import PROMPTS_FILE, load_prompt_templates, save_prompt_templates
+    from socioreasoner.method.pipeline import PromptSettings, Sample, stage_transition
+    from socioreasoner.method.prompts import PROMPTS_FILE, load_prompt_templates, save_prompt_templates
+    from socioreasoner.models.grabcut import GrabCutSegmenter
 
     row = load_socioseg(str(toy_city), "val")[0]
     completion = '<think>x</think><answer> [{"bbox_2d": [10.5, 20, 60, 41]}]</answer>'
@@ -176,7 +177,7 @@ def test_stage_transition_quotes_the_raw_answer_or_the_parsed_boxes(toy_city, tm
 # ---------- the strict parse (SAM2's prompts and the draft's boxes, as the reference reads them) ----------
 
 def test_strict_objects_follow_the_reference_prompt_rule():
-    from socioreasoner.parsing import parse_strict
+    from socioreasoner.method.parsing import parse_strict
 
     def objects(answer):
         return [(o.box, o.points) for o in parse_strict(f"<think>x</think><answer>{answer}</answer>").objects]
@@ -202,7 +203,7 @@ def test_strict_objects_follow_the_reference_prompt_rule():
 
 
 def test_draft_boxes_are_the_reference_render_boxes():
-    from socioreasoner.parsing import draft_boxes
+    from socioreasoner.method.parsing import draft_boxes
 
     assert draft_boxes('[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": [1, 2, 3]}, 7, {"box": [1, 1, 2, 2]}]') == [[1, 2, 3, 4]]
     assert draft_boxes('[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": 5}]') == []  # len(5) raises: no boxes at all
@@ -212,8 +213,8 @@ def test_draft_boxes_are_the_reference_render_boxes():
 
 def test_sam2_gets_the_strict_parse_by_default_and_the_lenient_one_on_request(toy_city):
     from socioreasoner.data import load_socioseg
-    from socioreasoner.grabcut import GrabCutSegmenter
-    from socioreasoner.pipeline import PromptSettings, Sample, final_masks, stage_transition
+    from socioreasoner.method.pipeline import PromptSettings, Sample, final_masks, stage_transition
+    from socioreasoner.models.grabcut import GrabCutSegmenter
 
     row = load_socioseg(str(toy_city), "val")[0]
     sloppy = "<think>x</think><answer>[{'bbox_2d': [10, 20, 60, 41], 'points': [[30, 30]]}]</answer>"

@@ -14,9 +14,9 @@ from PIL import Image
 from socioreasoner.data import SocioSegDataError, load_socioseg, mask_to_array
 from socioreasoner.evaluate import evaluate
 from socioreasoner.evaluate import main as evaluate_main
-from socioreasoner.geo import read_image
 from socioreasoner.images import ImageLimitError, open_image, to_rgb
-from socioreasoner.inference import Predictor
+from socioreasoner.inference.geo import read_image
+from socioreasoner.inference.predictor import Predictor
 from socioreasoner.io import (
     FILE_MODE,
     append_jsonl,
@@ -25,7 +25,7 @@ from socioreasoner.io import (
     repair_jsonl,
     safe_file_stem,
 )
-from socioreasoner.pipeline import PromptSettings
+from socioreasoner.method.pipeline import PromptSettings
 from socioreasoner.predict import main as predict_main
 
 SETTINGS = PromptSettings(max_pixels=160 * 160)
@@ -164,7 +164,7 @@ def test_a_sam2_directory_as_the_policy_is_refused_before_loading(tiny_models, t
 def test_training_refuses_a_wrong_model_type_before_loading(train_script, tiny_models, tmp_path):
     from trl import ModelConfig
 
-    from socioreasoner.config import SocioReasonerConfig
+    from socioreasoner.training.config import SocioReasonerConfig
 
     args = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, sam_model=str(tiny_models["qwen2_5_vl"]),
                                report_to="none")

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from socioreasoner.frame import QwenFrame
-from socioreasoner.parsing import answer_block
-from socioreasoner.rewards import (
+from socioreasoner.method.frame import QwenFrame
+from socioreasoner.method.parsing import answer_block
+from socioreasoner.method.rewards import (
     box_accuracy_reward,
     clean_completion,
     count_reward,

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from transformers import Sam2Model
 
-from socioreasoner.sam_finetune import _loss, component_prompts, main
-from socioreasoner.segmenter import SamSegmenter
+from socioreasoner.models.segmenter import SamSegmenter
+from socioreasoner.training.sam_finetune import _loss, component_prompts, main
 
 
 def test_component_prompts_one_per_component():

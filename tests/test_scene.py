@@ -23,13 +23,13 @@ from rasterio.warp import transform_geom  # noqa: E402
 from shapely.geometry import shape  # noqa: E402
 
 from socioreasoner.data.toy_scene import generate_toy_scene  # noqa: E402
-from socioreasoner.inference import Predictor  # noqa: E402
-from socioreasoner.pipeline import PromptSettings, Sample  # noqa: E402
+from socioreasoner.inference.predictor import Predictor  # noqa: E402
+from socioreasoner.inference.scene import SceneOptions, predict_scene  # noqa: E402
+from socioreasoner.inference.scene_reader import ScenePair  # noqa: E402
+from socioreasoner.inference.scene_vectors import scene_objects  # noqa: E402
+from socioreasoner.inference.tiling import merge_tile_masks, tile_grid  # noqa: E402
+from socioreasoner.method.pipeline import PromptSettings, Sample  # noqa: E402
 from socioreasoner.predict import main as predict_main  # noqa: E402
-from socioreasoner.scene import SceneOptions, predict_scene  # noqa: E402
-from socioreasoner.scene_outputs import scene_objects  # noqa: E402
-from socioreasoner.scene_reader import ScenePair  # noqa: E402
-from socioreasoner.tiling import merge_tile_masks, tile_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = PromptSettings(max_pixels=160 * 160)
@@ -322,7 +322,7 @@ def _large_scene(tmp_path, side: int, city_path):
 
 
 def _traced_run(predictor, map_path, sat_path, out, tile):
-    from socioreasoner.scene import run_scene
+    from socioreasoner.inference.scene import run_scene
 
     tracemalloc.start()
     try:
@@ -374,7 +374,7 @@ def test_cli_predicts_a_scene_with_the_tiny_policy(tiny_models, reprojected_scen
 
 def test_writing_the_outputs_decodes_each_tile_mask_once(scripted, tmp_path, monkeypatch):
     """mask.tif and the polygons come from one pass over the tiles: each tile's two PNGs are decoded once."""
-    import socioreasoner.scene as scene_module
+    import socioreasoner.inference.scene as scene_module
 
     scene = generate_toy_scene(tmp_path / "plain", grid=2, size=160, seed=2, georeferenced=False)
     decoded = []

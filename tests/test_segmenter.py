@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from socioreasoner.parsing import ParsedObject
-from socioreasoner.segmenter import SamSegmenter
+from socioreasoner.method.parsing import ParsedObject
+from socioreasoner.models.segmenter import SamSegmenter
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from socioreasoner.data import load_socioseg
-from socioreasoner.parsing import parse_completion
-from socioreasoner.pipeline import PromptSettings
-from socioreasoner.prompts import answer_text, format_boxes
-from socioreasoner.rewards import stage1_rewards, stage2_format_reward, stage2_points_reward
-from socioreasoner.sft import component_points, sft_examples
+from socioreasoner.method.parsing import parse_completion
+from socioreasoner.method.pipeline import PromptSettings
+from socioreasoner.method.prompts import answer_text, format_boxes
+from socioreasoner.method.rewards import stage1_rewards, stage2_format_reward, stage2_points_reward
+from socioreasoner.models.backbones import prompt_settings_for_model
+from socioreasoner.training.sft import component_points, sft_examples
 
 
 def test_sft_targets_earn_full_rewards(toy_city):
@@ -44,7 +45,7 @@ def test_component_points_lie_on_the_mask_strictly_inside_the_box():
 
 
 def test_diagonal_points_are_deterministic_on_the_mask_inside_the_box(toy_city):
-    from socioreasoner.sft import diagonal_points
+    from socioreasoner.training.sft import diagonal_points
 
     square = np.zeros((60, 60), bool)
     square[10:41, 10:41] = True
@@ -72,8 +73,8 @@ def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioreasoner.policy import freeze_vision_tower
-    from socioreasoner.sft import run_sft
+    from socioreasoner.models.policy import freeze_vision_tower
+    from socioreasoner.training.sft import run_sft
 
     path = str(tiny_models["qwen2_5_vl"])
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
@@ -88,7 +89,7 @@ def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models
                   settings=settings)
     # the prompts it was trained with travel with the checkpoint
     # (with the frame of its family, read from its config)
-    assert PromptSettings.for_model(str(out), max_pixels=160 * 160) == replace(
+    assert prompt_settings_for_model(str(out), max_pixels=160 * 160) == replace(
         settings, coord_frame="absolute", resize_factor=28)
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out))
     before, after = model.state_dict(), trained.state_dict()
@@ -99,7 +100,7 @@ def test_sft_with_frozen_vision_tower_trains_only_the_language_model(tiny_models
 
 
 def test_noisy_draft_changes_one_thing_and_keeps_boxes_in_frame():
-    from socioreasoner.sft import noisy_draft
+    from socioreasoner.training.sft import noisy_draft
 
     gt = [[10, 10, 40, 30], [60, 50, 90, 95]]
     rng = np.random.default_rng(0)
@@ -141,7 +142,7 @@ def test_stage2_examples_on_noisy_drafts_keep_the_drafts_boxes(toy_city):
 
 
 def test_stage1_reasoning_sentence_is_configurable(toy_city):
-    from socioreasoner.sft import STAGE1_REASONING
+    from socioreasoner.training.sft import STAGE1_REASONING
 
     ds = load_socioseg(str(toy_city), "train")
     settings = PromptSettings(max_pixels=160 * 160)
@@ -156,10 +157,10 @@ def test_stage1_reasoning_sentence_is_configurable(toy_city):
 
 def test_stage2_drafts_can_show_the_segmenters_mask_as_at_inference(toy_city):
     from socioreasoner.data.targets import mask_to_array
-    from socioreasoner.grabcut import GrabCutSegmenter
-    from socioreasoner.pipeline import Sample
-    from socioreasoner.render import render_draft, resize_mask
-    from socioreasoner.sft import qwen_frame_targets
+    from socioreasoner.method.pipeline import Sample
+    from socioreasoner.method.render import render_draft, resize_mask
+    from socioreasoner.models.grabcut import GrabCutSegmenter
+    from socioreasoner.training.sft import qwen_frame_targets
 
     ds = load_socioseg(str(toy_city), "train")
     settings = PromptSettings(max_pixels=160 * 160)
@@ -180,7 +181,7 @@ def test_stage2_drafts_can_show_the_segmenters_mask_as_at_inference(toy_city):
 
 
 def test_sft_command_line_builds_drafts_with_the_named_segmenter(tiny_models, toy_city, tmp_path, monkeypatch):
-    import socioreasoner.sft as sft
+    import socioreasoner.training.sft as sft
 
     seen = {}
 
@@ -192,7 +193,7 @@ def test_sft_command_line_builds_drafts_with_the_named_segmenter(tiny_models, to
     sft.main(["--model", str(tiny_models["qwen2_5_vl"]), "--dataset", str(toy_city), "--out", str(tmp_path / "o"),
               "--max-pixels", str(160 * 160), "--points", "diagonal", "--draft-sam", "grabcut", "--device", "cpu"])
     settings = PromptSettings(max_pixels=160 * 160)
-    from socioreasoner.grabcut import GrabCutSegmenter
+    from socioreasoner.models.grabcut import GrabCutSegmenter
 
     expected = sft_examples(load_socioseg(str(toy_city), "train"), settings, points="diagonal",
                             segmenter=GrabCutSegmenter())

@@ -3,10 +3,15 @@ import pytest
 import torch
 from PIL import Image
 
-from socioreasoner.pipeline import PromptSettings, Sample, stage_transition
-from socioreasoner.render import resize_mask
-from socioreasoner.segmenter import SamSegmenter
-from socioreasoner.stage_batch import concat_stage_outputs, groups_by_sample, stage2_row, training_row
+from socioreasoner.method.pipeline import PromptSettings, Sample, stage_transition
+from socioreasoner.method.render import resize_mask
+from socioreasoner.models.segmenter import SamSegmenter
+from socioreasoner.training.stage_batch import (
+    concat_stage_outputs,
+    groups_by_sample,
+    stage2_row,
+    training_row,
+)
 
 PAD = 151643
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socioreasoner.tiling import Tile, is_empty_tile, merge_tile_masks, starts, tile_grid
+from socioreasoner.inference.tiling import Tile, is_empty_tile, merge_tile_masks, starts, tile_grid
 
 
 @settings(max_examples=150, deadline=None)

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Sam2Model
 
-from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.qwen_tokenizer import QWEN_NUM_REGULAR_TOKENS
+from socioreasoner.models.qwen_processor import load_qwen_processor
+from socioreasoner.models.qwen_tokenizer import QWEN_NUM_REGULAR_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_sam2_round_trip_and_forward(tiny_models):
 
 
 def test_builds_are_deterministic(tmp_path):
-    from socioreasoner.tiny import build_tiny_sam2
+    from socioreasoner.models.tiny import build_tiny_sam2
 
     a = Sam2Model.from_pretrained(build_tiny_sam2(tmp_path / "a", seed=3))
     b = Sam2Model.from_pretrained(build_tiny_sam2(tmp_path / "b", seed=3))
@@ -103,7 +103,7 @@ def test_rope_theta_sets_how_far_image_columns_rotate_apart():
     """The knob docs/toy_learnability.md discusses: M-RoPE's width slots get the lowest frequencies."""
     import math
 
-    from socioreasoner.tiny import tiny_qwen_config
+    from socioreasoner.models.tiny import tiny_qwen_config
 
     def width_rotation_per_column(theta):
         text = tiny_qwen_config(rope_theta=theta).text_config

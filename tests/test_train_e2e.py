@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from socioreasoner.prompts import PROMPTS_FILE
+from socioreasoner.method.prompts import PROMPTS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 REWARDS = ["stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "stage2_mask_iou"]
@@ -113,7 +113,7 @@ def test_toy_cpu_recipe_trains_both_stages_and_resumes(sft_policy, tiny_models, 
 def test_lora_recipe_trains_an_adapter_against_the_adapter_free_reference(sft_policy, toy_city, tmp_path):
     """The one-GPU recipe's path (`use_peft`, β > 0) on CPU: only the adapter trains, the KL reference is the
     model without it, and what is saved loads for inference."""
-    from socioreasoner.inference import Predictor
+    from socioreasoner.inference.predictor import Predictor
 
     out = tmp_path / "lora"
     # lr 1e-2: a step large enough that the KL to the reference is measurable at step 2 (LoRA's B starts at 0,

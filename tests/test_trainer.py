@@ -6,13 +6,13 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import load_socioseg
-from socioreasoner.prompts import answer_text
-from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.rewards import stage1_rewards, stage2_format_reward, stage2_points_reward
-from socioreasoner.trainer import SocioReasonerTrainer
-from socioreasoner.trl_rewards import stage1_box, stage1_format, stage2_format, stage2_points
+from socioreasoner.method.prompts import answer_text
+from socioreasoner.method.rewards import stage1_rewards, stage2_format_reward, stage2_points_reward
+from socioreasoner.models.qwen_processor import load_qwen_processor
+from socioreasoner.training.config import SocioReasonerConfig
+from socioreasoner.training.trainer import SocioReasonerTrainer
+from socioreasoner.training.trl_rewards import stage1_box, stage1_format, stage2_format, stage2_points
 
 G = 4
 
@@ -48,7 +48,7 @@ def test_config_maps_stage_weights_and_refuses_server_mode(tmp_path):
 
 
 def test_train_script_takes_the_templates_the_starting_checkpoint_saved(train_script, tmp_path):
-    from socioreasoner.prompts import STAGE2_TEMPLATE, save_prompt_templates
+    from socioreasoner.method.prompts import STAGE2_TEMPLATE, save_prompt_templates
 
     cfg = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False,
                               stage2_template="{query} {width} {height} {boxes} (the recipe's own)")

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from socioreasoner.evaluate import main as evaluate_main
+from socioreasoner.inference.vllm_backend import check_backend, images_of, max_model_len
 from socioreasoner.predict import main as predict_main
-from socioreasoner.vllm_inference import check_backend, images_of, max_model_len
 
 NO_VLLM = importlib.util.find_spec("vllm") is None
 
@@ -74,7 +74,7 @@ def test_a_journal_is_resumed_only_with_the_backend_it_was_written_with(tmp_path
 def test_auto_backend_is_hf_without_vllm_or_a_gpu():
     import torch
 
-    from socioreasoner.vllm_inference import resolve_backend
+    from socioreasoner.inference.vllm_backend import resolve_backend
 
     expected = "vllm" if not NO_VLLM and torch.cuda.is_available() else "hf"
     assert resolve_backend("auto") == expected

@@ -62,8 +62,8 @@ def test_the_trl_internals_the_fix_relies_on():
 
 
 def test_the_processor_names_the_image_pad_token(tiny_models):
-    from socioreasoner.qwen_processor import load_qwen_processor
-    from socioreasoner.trainer import image_token_id
+    from socioreasoner.models.qwen_processor import load_qwen_processor
+    from socioreasoner.training.trainer import image_token_id
 
     processor = load_qwen_processor(str(tiny_models["qwen2_5_vl"]))
     assert processor.tokenizer.convert_ids_to_tokens(image_token_id(processor)) == "<|image_pad|>"

@@ -21,8 +21,8 @@ def engine(tiny_models, fp32_engine):
     from transformers import Qwen2_5_VLForConditionalGeneration
     from trl.generation.vllm_generation import VLLMGeneration
 
-    from socioreasoner.qwen_processor import load_qwen_processor
-    from socioreasoner.trainer import image_token_id
+    from socioreasoner.models.qwen_processor import load_qwen_processor
+    from socioreasoner.training.trainer import image_token_id
 
     path = str(tiny_models["qwen2_5_vl"])
     processor = load_qwen_processor(path)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from vllm_helpers import FP32_TOLERANCE, completion_logps_gap, prompt, sample
 
-from socioreasoner.config import SocioReasonerConfig
 from socioreasoner.data import load_socioseg
-from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.trainer import SocioReasonerTrainer
+from socioreasoner.models.qwen_processor import load_qwen_processor
+from socioreasoner.training.config import SocioReasonerConfig
+from socioreasoner.training.trainer import SocioReasonerTrainer
 
 G = 4
 LOGP_DIFFERENCE_BOUND = 1e-3  # mean |trainer - vLLM| sampling log-prob per token, per stage and step

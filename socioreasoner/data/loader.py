@@ -23,7 +23,7 @@ from PIL import Image
 
 from socioreasoner.data.targets import mask_to_array, mask_to_boxes
 from socioreasoner.images import MAX_IMAGE_PIXELS, check_mask_format, open_image
-from socioreasoner.prompts import check_query
+from socioreasoner.method.prompts import check_query
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from socioreasoner.data.targets import mask_to_array
-from socioreasoner.frame import QwenFrame
-from socioreasoner.pipeline import PromptSettings, Sample, Stage1Result
-from socioreasoner.rewards import reward_gt_boxes
+from socioreasoner.method.frame import QwenFrame
+from socioreasoner.method.pipeline import PromptSettings, Sample, Stage1Result
+from socioreasoner.method.rewards import reward_gt_boxes
 
 
 def training_row(record: dict, settings: PromptSettings, gt_box_frame: str = "reference") -> dict:

@@ -30,6 +30,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from socioreasoner.images import mask_array
+from socioreasoner.inference.scene_outputs import overview_image, write_mask_tif
+from socioreasoner.inference.scene_reader import GDAL_CACHEMAX_MB, RESAMPLING, ScenePair, require_rasterio
+from socioreasoner.inference.scene_vectors import (
+    PIXEL_COORDINATES,
+    object_records,
+    scene_objects,
+    tile_pieces,
+    write_geojson,
+    write_gpkg,
+)
+from socioreasoner.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tile, check_tiling, tile_grid
 from socioreasoner.io import (
     append_jsonl,
     atomic_save_image,
@@ -39,20 +50,8 @@ from socioreasoner.io import (
     read_jsonl,
     repair_jsonl,
 )
-from socioreasoner.pipeline import Sample
-from socioreasoner.prompts import check_query
-from socioreasoner.scene_outputs import (
-    PIXEL_COORDINATES,
-    object_records,
-    overview_image,
-    scene_objects,
-    tile_pieces,
-    write_geojson,
-    write_gpkg,
-    write_mask_tif,
-)
-from socioreasoner.scene_reader import GDAL_CACHEMAX_MB, RESAMPLING, ScenePair, require_rasterio
-from socioreasoner.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tile, check_tiling, tile_grid
+from socioreasoner.method.pipeline import Sample
+from socioreasoner.method.prompts import check_query
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ def done_tiles(out: Path, tiles: list[Tile]) -> dict[str, dict]:
 
 def tile_record(tile: Tile, prediction) -> dict:
     """A tile's think texts and prompts, boxes and points in scene pixels (`result.json`'s stage records, shifted)."""
-    from socioreasoner.inference import stage_records
+    from socioreasoner.inference.predictor import stage_records
 
     stage1, stage2 = stage_records(prediction, (tile.col, tile.row))
     return {"tile": tile.id, "window": [tile.col, tile.row, tile.width, tile.height], "core": list(tile.core),

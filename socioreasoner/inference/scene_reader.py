@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from socioreasoner.images import check_size
-from socioreasoner.tiling import Tile, is_empty_tile
+from socioreasoner.inference.tiling import Tile, is_empty_tile
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Greedy decoding unless a temperature is given; sampling then uses exactly the gi
 (None: off — never a checkpoint's generation_config defaults), reseeded with `seed` per call.
 `backend="vllm"` generates both stages through vLLM instead (`vllm_inference.VLLMPolicy`: same prompts,
 same outputs); SAM2 and everything else are the same code. `Predictor.predict_scene` runs it over the tiles
-of a whole scene (`socioreasoner.scene`).
+of a whole scene (`socioreasoner.inference.scene`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from socioreasoner.backbones import POLICY_TYPES, load_policy, resolve_frame, warn_if_prompt_opens_think
-from socioreasoner.grabcut import GRABCUT, make_segmenter
-from socioreasoner.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type, model_config
-from socioreasoner.pipeline import (
+from socioreasoner.inference.vllm_backend import VLLMPolicy, require_vllm, resolve_backend
+from socioreasoner.method.pipeline import (
     FinalResult,
     PromptSettings,
     Sample,
@@ -31,9 +29,16 @@ from socioreasoner.pipeline import (
     stage_transition,
     with_images,
 )
-from socioreasoner.qwen_processor import load_qwen_processor
-from socioreasoner.segmenter import DEFAULT_SAM2
-from socioreasoner.vllm_inference import VLLMPolicy, require_vllm, resolve_backend
+from socioreasoner.models.backbones import (
+    POLICY_TYPES,
+    load_policy,
+    resolve_frame,
+    warn_if_prompt_opens_think,
+)
+from socioreasoner.models.grabcut import GRABCUT, make_segmenter
+from socioreasoner.models.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type, model_config
+from socioreasoner.models.qwen_processor import load_qwen_processor
+from socioreasoner.models.segmenter import DEFAULT_SAM2
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +159,7 @@ class Predictor:
         """Segment `query` over a whole scene of any size (tiled; `scene.SceneOptions` lists the options:
         tile, overlap, batch_size, resize_map, map_resampling, overview_side, overwrite, progress) and write its
         GIS outputs into `out`; returns a `scene.SceneResult`. Needs the geo extra."""
-        from socioreasoner.scene import SceneOptions, predict_scene
+        from socioreasoner.inference.scene import SceneOptions, predict_scene
 
         return predict_scene(self, map_path, sat_path, query, out, SceneOptions(**options))
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from socioreasoner.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_coord_frame
-from socioreasoner.metrics import check_empty_rule
-from socioreasoner.pipeline import PromptSettings
-from socioreasoner.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
-from socioreasoner.rewards import check_gt_box_frame
+from socioreasoner.method.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_coord_frame
+from socioreasoner.method.metrics import check_empty_rule
+from socioreasoner.method.pipeline import PromptSettings
+from socioreasoner.method.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
+from socioreasoner.method.rewards import check_gt_box_frame
 
 STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
 STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
@@ -40,7 +40,7 @@ class SocioReasonerConfig(GRPOConfig):
                 "frame: the corrected convention)."})
     coord_frame: str | None = field(default=None, metadata={
         "help": "The policy's coordinate frame: 'absolute' (resized pixels, Qwen2.5-VL) or 'relative1000' (0-1000, "
-                "Qwen3-VL / Qwen3.5); default: the model family's (`socioreasoner.backbones`)."})
+                "Qwen3-VL / Qwen3.5); default: the model family's (`socioreasoner.models.backbones`)."})
     min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Qwen frame: smart_resize min pixels."})
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Qwen frame: smart_resize max pixels."})
     empty_rule: str = field(default="zero", metadata={

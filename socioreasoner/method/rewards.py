@@ -26,7 +26,7 @@ import re
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from socioreasoner.parsing import MAX_OBJECTS, answer_json, loads_strict
+from socioreasoner.method.parsing import MAX_OBJECTS, answer_json, loads_strict
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 QWEN_FACTOR = 28  # Qwen2.5-VL: patch 14 × spatial merge 2
 DEFAULT_MIN_PIXELS = 56 * 56
@@ -30,6 +29,14 @@ DEFAULT_MAX_PIXELS = 768 * 768
 ABSOLUTE, RELATIVE1000 = "absolute", "relative1000"
 COORD_FRAMES = (ABSOLUTE, RELATIVE1000)
 RELATIVE_EXTENT = 1000
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen's own `smart_resize` (transformers'), imported on first use: importing it loads torch, and this layer
+    (`socioreasoner.method`) imports neither torch nor TRL."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as qwen_smart_resize
+
+    return qwen_smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def check_coord_frame(value: str, name: str = "coord_frame") -> str:

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from socioreasoner.parsing import ANSWER_TAGS, extract_tag
+from socioreasoner.method.parsing import ANSWER_TAGS, extract_tag
 
 # The reference code's prompts (AMAP-ML/SocioReasoner at 7ba0c65; SPEC, *Reference parity*), character for
 # character: sentences joined without spaces, the stage-2 example's missing `]`, its space before "thinking",

@@ -17,8 +17,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from socioreasoner.frame import ABSOLUTE, QWEN_FACTOR, RELATIVE1000, check_coord_frame
-from socioreasoner.model_types import check_model_type, model_config
+from socioreasoner.method.frame import ABSOLUTE, QWEN_FACTOR, RELATIVE1000, check_coord_frame
+from socioreasoner.method.pipeline import PromptSettings
+from socioreasoner.method.prompts import load_prompt_templates
+from socioreasoner.models.model_types import check_model_type, model_config
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +110,10 @@ def warn_if_prompt_opens_think(processor, **chat_template_kwargs) -> bool:
                        "start with <think> and the format rewards' structure term will be 0; use a template (or "
                        "chat_template_kwargs) whose generation prompt ends at 'assistant\\n'")
     return opened
+
+
+def prompt_settings_for_model(model: str, **kwargs) -> PromptSettings:
+    """The prompt settings `model` was trained with when its directory records them (templates, coordinate frame),
+    else the defaults; `kwargs` (e.g. templates given on the command line) win over both. None values are ignored."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    return PromptSettings(**{**(frame_of_model(model) or {}), **(load_prompt_templates(model) or {}), **given})

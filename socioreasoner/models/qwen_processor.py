@@ -80,8 +80,8 @@ def _chat_template(model_id: str, tokenizer, **hub_kwargs) -> str | None:
 def _processor_class(model_id: str) -> str:
     """The processor class of `model_id`: its model type's (`backbones`), or for a directory holding only
     processor files, the `processor_class` its `preprocessor_config.json` names (Qwen2.5-VL's if none)."""
-    from socioreasoner.backbones import backbone_for_type
-    from socioreasoner.model_types import model_type
+    from socioreasoner.models.backbones import backbone_for_type
+    from socioreasoner.models.model_types import model_type
 
     directory = Path(model_id)
     if directory.is_dir() and not (directory / "config.json").is_file():
@@ -103,7 +103,7 @@ def load_qwen_processor(
     """The image-only processor of the Qwen model `model_id` (hub id or directory), of its family's class.
 
     `min_pixels` / `max_pixels` override the image processor's bounds; we resize images to the
-    Qwen frame ourselves (`socioreasoner.frame`), so they only need to admit that size.
+    Qwen frame ourselves (`socioreasoner.method.frame`), so they only need to admit that size.
     """
     tokenizer = AutoTokenizer.from_pretrained(model_id, padding_side="left", **hub_kwargs)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_id, **hub_kwargs)

@@ -32,21 +32,21 @@ from peft import PeftModel
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from socioreasoner.backbones import resolve_frame, warn_if_prompt_opens_think
-from socioreasoner.checkpoints import load_model_weights, weight_files
 from socioreasoner.compat import vllm_cpu
 from socioreasoner.compat.trl_cpu import compact_scoring_on_cpu, load_cpu_index_locations
 from socioreasoner.compat.vllm_prompts import fix_vllm_prompts, image_token_id
-from socioreasoner.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
-from socioreasoner.grabcut import make_segmenter
 from socioreasoner.io import append_jsonl
-from socioreasoner.metrics import intersection_union, iou_from_counts
-from socioreasoner.model_types import QWEN2_5_VL_TYPES, model_config
-from socioreasoner.pipeline import PromptSettings, final_masks, stage_transition
-from socioreasoner.policy import skip_frozen_vision_backward
-from socioreasoner.prompts import save_prompt_templates
-from socioreasoner.segmenter import SamSegmenter
-from socioreasoner.stage_batch import (
+from socioreasoner.method.metrics import intersection_union, iou_from_counts
+from socioreasoner.method.pipeline import PromptSettings, final_masks, stage_transition
+from socioreasoner.method.prompts import save_prompt_templates
+from socioreasoner.models.backbones import resolve_frame, warn_if_prompt_opens_think
+from socioreasoner.models.grabcut import make_segmenter
+from socioreasoner.models.model_types import QWEN2_5_VL_TYPES, model_config
+from socioreasoner.models.policy import skip_frozen_vision_backward
+from socioreasoner.models.segmenter import SamSegmenter
+from socioreasoner.training.checkpoints import load_model_weights, weight_files
+from socioreasoner.training.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
+from socioreasoner.training.stage_batch import (
     concat_stage_outputs,
     decode_completions,
     groups_by_sample,
@@ -54,7 +54,7 @@ from socioreasoner.stage_batch import (
     stage2_row,
     training_dataset,
 )
-from socioreasoner.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
+from socioreasoner.training.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -136,7 +136,7 @@ class SocioReasonerTrainer(GRPOTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume the policy's weights through `checkpoints.load_model_weights` (strict, key names mapped back
         the way `save_pretrained` wrote them); Trainer's own loader silently loads none of them
-        (see `socioreasoner.checkpoints`). Adapters (PEFT) and DeepSpeed/FSDP states keep Trainer's path."""
+        (see `socioreasoner.training.checkpoints`). Adapters (PEFT) and DeepSpeed/FSDP states keep Trainer's path."""
         target = self.model if model is None else model
         full_model = not (self.is_deepspeed_enabled or self.is_fsdp_enabled or isinstance(target, PeftModel))
         if not full_model or not weight_files(Path(resume_from_checkpoint)):

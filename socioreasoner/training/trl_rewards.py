@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from socioreasoner.rewards import (
+from socioreasoner.method.rewards import (
     clean_completion,
     stage1_box_reward,
     stage1_count_reward,
@@ -19,7 +19,7 @@ from socioreasoner.rewards import (
     stage2_format_reward,
     stage2_points_reward,
 )
-from socioreasoner.stage_batch import frame_of
+from socioreasoner.training.stage_batch import frame_of
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Two readings, as in SPEC *Reference parity*:
 - strict (`parse_strict`, the default everywhere): the first `<answer>` block, stripped, through
   `json.loads`, and the reference's rule for SAM2 prompts — dict items with a 4-element
   `bbox_2d` and `points` whose items give `[p[0], p[1]]`, raw numbers (no clipping, no corner
-  sorting); anything else is skipped. Rewards (`socioreasoner.rewards`) read the same answer text
+  sorting); anything else is skipped. Rewards (`socioreasoner.method.rewards`) read the same answer text
   with their own per-component rules.
 - lenient (`parse_completion`, opt-in: `lenient_parse`, `--lenient-parse`): surrounding code
   fences, single quotes, trailing commas, numbers written as strings, a single object instead of

@@ -14,7 +14,7 @@ import hashlib
 import cv2
 import numpy as np
 
-from socioreasoner.segmenter import ImageEmbedding, _normalise_object, _to_rgb_array
+from socioreasoner.models.segmenter import ImageEmbedding, _normalise_object, _to_rgb_array
 
 GRABCUT = "grabcut"
 
@@ -82,7 +82,7 @@ def make_segmenter(spec: str, device=None):
     """`grabcut` → `GrabCutSegmenter`; anything else is a SAM2 checkpoint for `SamSegmenter`."""
     if spec == GRABCUT:
         return GrabCutSegmenter()
-    from socioreasoner.segmenter import SamSegmenter
+    from socioreasoner.models.segmenter import SamSegmenter
 
     return SamSegmenter(spec, device=device)
 

@@ -15,11 +15,13 @@ vLLM in training, `generate` in predict/eval) is the caller's business.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from socioreasoner.frame import (
+from socioreasoner.images import to_rgb
+from socioreasoner.method.frame import (
     ABSOLUTE,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
@@ -27,9 +29,8 @@ from socioreasoner.frame import (
     QwenFrame,
     check_coord_frame,
 )
-from socioreasoner.images import to_rgb
-from socioreasoner.parsing import ParsedCompletion, draft_boxes, parse_for_sam
-from socioreasoner.prompts import (
+from socioreasoner.method.parsing import ParsedCompletion, draft_boxes, parse_for_sam
+from socioreasoner.method.prompts import (
     STAGE1_FIELDS,
     STAGE1_TEMPLATE,
     STAGE2_BOXES_MODES,
@@ -38,12 +39,13 @@ from socioreasoner.prompts import (
     answer_text,
     check_query,
     check_template,
-    load_prompt_templates,
     stage1_prompt,
     stage2_prompt,
 )
-from socioreasoner.render import render_draft, resize_mask
-from socioreasoner.segmenter import ImageEmbedding, SamSegmenter
+from socioreasoner.method.render import render_draft, resize_mask
+
+if TYPE_CHECKING:  # the segmenter is handed in by the caller; importing its module would load torch here
+    from socioreasoner.models.segmenter import ImageEmbedding, SamSegmenter
 
 
 @dataclass
@@ -57,7 +59,7 @@ class PromptSettings:
     stage2_boxes: str = "answer"  # what stage 2's {boxes} holds (`prompts.STAGE2_BOXES_MODES`)
     lenient_parse: bool = False   # SAM2 prompts and draft boxes from the lenient parser (not the reference's)
     # the model's coordinate frame (`frame.COORD_FRAMES`) and smart_resize factor; None: the model's own
-    # (`backbones.resolve_frame`), and Qwen2.5-VL's (absolute, 28) where no model is at hand
+    # (`models.backbones.resolve_frame`, `prompt_settings_for_model`), and Qwen2.5-VL's (absolute, 28) where no model is at hand
     coord_frame: str | None = None
     resize_factor: int | None = None
 
@@ -83,15 +85,6 @@ class PromptSettings:
     @property
     def factor(self) -> int:
         return self.resize_factor or QWEN_FACTOR
-
-    @classmethod
-    def for_model(cls, model: str, **kwargs) -> PromptSettings:
-        """The templates `model` was trained with when its directory records them, else the defaults; `kwargs`
-        (e.g. templates given on the command line) win over both. None values in `kwargs` are ignored."""
-        from socioreasoner.backbones import frame_of_model
-
-        given = {k: v for k, v in kwargs.items() if v is not None}
-        return cls(**{**(frame_of_model(model) or {}), **(load_prompt_templates(model) or {}), **given})
 
 
 @dataclass
