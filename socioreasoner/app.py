@@ -32,7 +32,7 @@ from socioreasoner.data import LEVELS
 from socioreasoner.images import mask_array
 from socioreasoner.inference.predictor import DEFAULT_MODEL, Predictor
 from socioreasoner.inference.scene_outputs import write_mask_geotiff
-from socioreasoner.io import check_writable_dir
+from socioreasoner.io import check_writable_dir, removed_if_refused
 from socioreasoner.method.metrics import mask_iou
 from socioreasoner.method.pipeline import PromptSettings, Sample
 from socioreasoner.method.prompts import check_query
@@ -154,7 +154,7 @@ class App:
         files = [run_dir / "mask.png", run_dir / "mask.geojson", run_dir / "result.json"]
         if georef is not None:
             write_mask_geotiff(run_dir / "mask.tif", prediction.final.mask, georef)
-            files.append(run_dir / "mask.tif")
+            files += [run_dir / "mask.gpkg", run_dir / "mask.tif"]
         with Image.open(run_dir / "overlay.png") as image:  # write_outputs drew it, as predict does
             final = image.convert("RGB")
         timings = record["timings"]
@@ -178,6 +178,18 @@ def _think(parsed) -> str:
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
+
+
+def page_states(app: App, *run_args):
+    """`app.run`'s states for the page; a refused input becomes the page's one-line error, and one log line on the
+    console (Gradio would print a traceback for it)."""
+    import gradio as gr
+
+    try:
+        yield from app.run(*run_args)
+    except InputError as err:
+        logger.info("refused: %s", err)
+        raise gr.Error(str(err), print_exception=False) from None
 
 
 def build_ui(app: App):
@@ -221,15 +233,12 @@ def build_ui(app: App):
                       [map_file, sat_file, query, level])
 
         def on_run(map_path, sat_path, query_text, level_value, sample_value, temperature_value, tokens):
-            try:
-                for state in app.run(map_path, sat_path, query_text, level_value, sample_value, temperature_value,
-                                     tokens if tokens is not None else 1024):
-                    for note in state.get("notes", []):
-                        gr.Warning(note)
-                    yield (state["status"], state["stage1_image"], state["stage1_think"], state["drafts"],
-                           state.get("stage2_think", ""), state.get("final"), state.get("gt"), state.get("files"))
-            except InputError as err:
-                raise gr.Error(str(err)) from None
+            for state in page_states(app, map_path, sat_path, query_text, level_value, sample_value,
+                                     temperature_value, tokens if tokens is not None else 1024):
+                for note in state.get("notes", []):
+                    gr.Warning(note)
+                yield (state["status"], state["stage1_image"], state["stage1_think"], state["drafts"],
+                       state.get("stage2_think", ""), state.get("final"), state.get("gt"), state.get("files"))
 
         run.click(on_run, [map_file, sat_file, query, level, sample, temperature, max_new_tokens],
                   [status, stage1_image, stage1_think, drafts, stage2_think, final, gt, files], concurrency_limit=1)
@@ -275,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the web app needs Gradio (the app extra): pip install -e '.[app]'", file=sys.stderr)
         return 2
     try:
-        app = make_app(args)
+        with removed_if_refused(Path(args.out)):
+            app = make_app(args)
     except (OSError, ValueError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2

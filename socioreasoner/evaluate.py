@@ -48,18 +48,14 @@ from socioreasoner.io import (
     check_writable_dir,
     mask_image,
     read_jsonl,
+    removed_if_refused,
     repair_jsonl,
 )
 from socioreasoner.method.frame import COORD_FRAMES, check_coord_frame
-from socioreasoner.method.metrics import (
-    check_empty_rule,
-)
+from socioreasoner.method.metrics import check_empty_rule
 from socioreasoner.method.pipeline import PromptSettings, Sample
 from socioreasoner.method.prompts import read_template
-from socioreasoner.method.rewards import (
-    GT_BOX_FRAMES,
-    check_gt_box_frame,
-)
+from socioreasoner.method.rewards import GT_BOX_FRAMES, check_gt_box_frame
 from socioreasoner.models.backbones import prompt_settings_for_model
 from socioreasoner.models.segmenter import DEFAULT_SAM2
 
@@ -283,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        report = evaluate(load_config(args))
+        config = load_config(args)
+        with removed_if_refused(Path(config.get("out") or DEFAULTS["out"]), (SETTINGS_FILE,)):
+            report = evaluate(config)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
-"""Atomic output writing (a file is either absent or complete), safe file names, and a journal that
-survives torn lines."""
+"""Atomic output writing (a file is either absent or complete), safe file names, a journal that
+survives torn lines, and output folders a refused command does not leave behind."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +150,24 @@ def check_writable_dir(out: Path, flag: str) -> None:
         (out / ".write_test").unlink()
     except OSError as err:
         raise ValueError(f"{flag} {out}: cannot write there ({err.strerror or err})") from None
+
+
+@contextmanager
+def removed_if_refused(out: Path, setup_files: tuple[str, ...] = ()):
+    """A command refused with OSError/ValueError leaves no folder behind that it created for its outputs: if `out`
+    did not exist before, what was created is removed, but only while it holds nothing except empty folders and
+    `setup_files` (bookkeeping written before any result, e.g. the settings file). A result is never removed."""
+    top, path = None, Path(out).absolute()
+    while not path.exists() and path != path.parent:
+        top, path = path, path.parent
+    try:
+        yield
+    except (OSError, ValueError):
+        if top is not None and top.is_dir() and _only_setup(top, Path(out).absolute(), setup_files):
+            shutil.rmtree(top)
+        raise
+
+
+def _only_setup(top: Path, out: Path, setup_files: tuple[str, ...]) -> bool:
+    allowed = {out / name for name in setup_files}
+    return all(p.is_dir() and not p.is_symlink() or p in allowed for p in top.rglob("*"))

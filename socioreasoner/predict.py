@@ -6,7 +6,8 @@
 
 One pair (a satellite image no larger than --tile): writes (atomically) into --out `mask.png` (final mask),
 `mask_stage1.png` (box-only mask), `overlay.png` (map | satellite with stage-1 boxes | satellite with final
-mask, boxes, points), `result.json` (schema: `docs/result_schema.json`) and, with --geojson, `mask.geojson`.
+mask, boxes, points), `result.json` (schema: `docs/result_schema.json`) and, with --geojson, `mask.geojson`
+(RFC 7946, WGS84, for a georeferenced GeoTIFF, with `mask.gpkg` in its CRS; else in pixels).
 
 A scene (a larger satellite raster, or --scene): tiled and merged (`socioreasoner.inference.scene`); writes `mask.tif`
 (Cloud-Optimized GeoTIFF), `objects.gpkg`, `objects.geojson` (RFC 7946, WGS84), `overview.png` and
@@ -24,13 +25,20 @@ from pathlib import Path
 from PIL import Image
 
 from socioreasoner.images import MAX_IMAGE_PIXELS
-from socioreasoner.inference.geo import mask_to_geojson, read_image
+from socioreasoner.inference.geo import mask_to_geojson, read_image, write_georeferenced_mask
 from socioreasoner.inference.predictor import DEFAULT_MODEL, Prediction, Predictor, stage_records
+from socioreasoner.inference.scene import SETTINGS_FILE as SCENE_SETTINGS_FILE
 from socioreasoner.inference.scene import SceneOptions, run_scene, scene_area
 from socioreasoner.inference.scene_reader import RESAMPLING, ScenePair
 from socioreasoner.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from socioreasoner.inference.vllm_backend import require_vllm, resolve_backend
-from socioreasoner.io import atomic_save_image, atomic_write_json, check_writable_dir, mask_image
+from socioreasoner.io import (
+    atomic_save_image,
+    atomic_write_json,
+    check_writable_dir,
+    mask_image,
+    removed_if_refused,
+)
 from socioreasoner.method.frame import COORD_FRAMES
 from socioreasoner.method.pipeline import PromptSettings, Sample
 from socioreasoner.method.prompts import check_query, read_template
@@ -96,10 +104,12 @@ def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, geore
     atomic_save_image(out / "overlay.png", overlay)
     record = result_record(prediction, model, sam, parse, backend)
     if geojson:
-        collection = mask_to_geojson(prediction.final.mask, georef, {"query": sample.query, "model": model})
-        atomic_write_json(out / "mask.geojson", collection)
-        record["geojson"] = {"file": "mask.geojson", "crs": georef.crs if georef else None,
-                             "coordinates": "crs" if georef else "pixel"}
+        properties = {"query": sample.query, "model": model}
+        if georef is not None:  # RFC 7946 GeoJSON (WGS84) + the GeoTIFF-CRS GeoPackage, as the scene writes
+            record.update(write_georeferenced_mask(prediction.final.mask, georef, out, properties))
+        else:
+            atomic_write_json(out / "mask.geojson", mask_to_geojson(prediction.final.mask, None, properties))
+            record["geojson"] = {"file": "mask.geojson", "crs": None, "coordinates": "pixel"}
     atomic_write_json(out / "result.json", record)
     return record
 
@@ -113,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sam", default=DEFAULT_SAM2, help="SAM2 (transformers format): hub id or directory")
     parser.add_argument("--out", default="runs/predict")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--geojson", action="store_true", help="also write mask.geojson")
+    parser.add_argument("--geojson", action="store_true", help="also write mask.geojson (RFC 7946, WGS84 lon/lat, "
+                        "for a georeferenced GeoTIFF, with mask.gpkg in its CRS; else pixel coordinates)")
     parser.add_argument("--strict", action="store_true", help="fail if map and satellite sizes differ")
     parser.add_argument("--temperature", type=float, default=None, help="sample (default: greedy)")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling, with --temperature (default off)")
@@ -205,6 +216,15 @@ def is_scene(args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with removed_if_refused(Path(args.out), (SCENE_SETTINGS_FILE,)):  # a refused run leaves no empty --out
+            return run(args)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     pair = None
     try:
         check_args(args)
@@ -224,11 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(args.model, args.sam, args.device, settings, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                               backend=args.backend, vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
-    except (OSError, ValueError) as err:
+    except BaseException:
         if pair is not None:
             pair.close()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise
     if pair is not None:
         return main_scene(args, predictor, pair, options)
     sample = Sample.from_images(args.query, map_image, sat_image, settings)
@@ -242,12 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_scene(args: argparse.Namespace, predictor: Predictor, pair: ScenePair, options: SceneOptions) -> int:
-    try:
-        with pair:
-            result = run_scene(predictor, pair, args.query, args.out, options)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with pair:
+        result = run_scene(predictor, pair, args.query, args.out, options)
     record = result.record
     print(f"{args.query!r}: {record['objects']} object(s), mask {scene_area(record):.1%} of the scene, "
           f"{record['tiling']['predicted']} tile(s) predicted, {record['tiling']['empty']} empty -> {result.out}/")

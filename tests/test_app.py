@@ -84,6 +84,18 @@ def test_bad_inputs_give_one_line_messages(app, tmp_path):
         assert "\n" not in str(info.value)
 
 
+def test_a_refused_input_is_one_line_on_the_page_and_on_the_console(app, caplog):
+    import gradio as gr
+
+    from socioreasoner.app import page_states
+
+    with caplog.at_level("INFO", logger="socioreasoner.app"), pytest.raises(gr.Error, match="upload a map") as info:
+        list(page_states(app, None, str(SAMPLE / "sat.png"), "school", "unknown"))
+    assert info.value.print_exception is False  # Gradio's queue prints a traceback for the others
+    assert [r.getMessage() for r in caplog.records] == ["refused: upload a map and a satellite image (or pick a "
+                                                        "sample) first"]
+
+
 def test_a_map_of_another_size_is_resized_with_a_note(app, tmp_path):
     small = tmp_path / "map_small.png"
     Image.open(SAMPLE / "map.png").resize((100, 100)).save(small)

@@ -90,19 +90,46 @@ def iou(a, b):
 def test_geojson_rasterises_back_in_pixels():
     mask = blob_mask()
     collection = mask_to_geojson(mask)
+    assert collection["features"][0]["properties"]["coordinates"].startswith("pixel")
     assert len(collection["features"][0]["geometry"]["coordinates"]) == 2
     assert iou(rasterize_geojson(collection, 150, 120), mask) >= 0.98
 
 
-def test_geojson_carries_a_geotiff_crs(tiny_models, toy_city, tmp_path):
+def test_geojson_is_rfc7946_and_the_gpkg_keeps_the_geotiff_crs(tiny_models, toy_city, tmp_path):
+    """A georeferenced pair writes the scene's convention: RFC 7946 GeoJSON (WGS84 lon/lat, counter-clockwise
+    exteriors, no `crs` member) and a GeoPackage in the GeoTIFF's CRS whose area is the pixel count × pixel area."""
     rasterio = pytest.importorskip("rasterio")
+    import pyogrio
     from affine import Affine  # rasterio's own dependency; its from_origin warns inside rasterio
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+    from shapely.geometry import shape
+
+    from socioreasoner.inference.geo import write_georeferenced_mask
 
     transform = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0)  # 0.5 m pixels, north-up, UTM 50N origin
     mask = blob_mask()
     georef = Georef(tuple(transform)[:6], "EPSG:32650")
-    back = rasterize_geojson(mask_to_geojson(mask, georef), 150, 120, georef)
-    assert iou(back, mask) >= 0.98
+    entries = write_georeferenced_mask(mask, georef, tmp_path, {"query": "park", "model": "m"})
+    assert entries == {"geojson": {"file": "mask.geojson", "crs": "EPSG:4326", "coordinates": "wgs84"},
+                       "gpkg": {"file": "mask.gpkg", "crs": "EPSG:32650"}}
+    collection = json.loads((tmp_path / "mask.geojson").read_text())
+    assert "crs" not in collection and len(collection["features"]) == 1
+    feature = collection["features"][0]
+    assert feature["properties"]["query"] == "park" and feature["properties"]["pixels"] == mask.sum()
+    lon, lat = feature["geometry"]["coordinates"][0][0][0]
+    assert 116 < lon < 118 and 36 < lat < 37  # UTM 50N (500 km E, 4,000 km N) is near 117° E, 36.1° N
+    wgs84 = shape(feature["geometry"])
+    assert all(p.exterior.is_ccw and not any(r.is_ccw for r in p.interiors) for p in wgs84.geoms)
+    # back into the GeoTIFF's grid, the GeoJSON is the mask, pixel for pixel (up to the 7-decimal rounding)
+    native = transform_geom("EPSG:4326", "EPSG:32650", feature["geometry"])
+    back = rasterize([native], out_shape=mask.shape, transform=transform).astype(bool)
+    assert iou(back, mask) > 0.995
+    info = pyogrio.read_info(tmp_path / "mask.gpkg", layer="mask")
+    assert info["crs"] == "EPSG:32650" and info["geometry_type"] == "MultiPolygon" and info["features"] == 1
+    _, _, geometry, fields = pyogrio.raw.read(tmp_path / "mask.gpkg", layer="mask")
+    area = shapely_area(geometry[0])
+    assert area == pytest.approx(mask.sum() * 0.25) and fields[list(info["fields"]).index("area_m2")][0] == area
 
     map_path, sat_path, _ = pair(toy_city)
     sat = np.asarray(Image.open(sat_path))
@@ -114,13 +141,15 @@ def test_geojson_carries_a_geotiff_crs(tiny_models, toy_city, tmp_path):
     assert predict_main(["--map", str(map_path), "--sat", str(tif), "--query", "park", "--out", str(out),
                          "--model", str(tiny_models["qwen2_5_vl"]), "--sam", str(tiny_models["sam2"]),
                          "--device", "cpu", "--geojson", "--max-new-tokens", "8", "--max-pixels", str(160 * 160)]) == 0
-    collection = json.loads((out / "mask.geojson").read_text())
-    assert collection["crs"]["properties"]["name"] == "EPSG:32650"
-    assert json.loads((out / "result.json").read_text())["geojson"]["crs"] == "EPSG:32650"
-    final = mask_to_array(Image.open(out / "mask.png"))
-    if final.any():
-        assert iou(rasterize_geojson(collection, sat.shape[1], sat.shape[0], Georef(tuple(transform)[:6], None)),
-                   final) >= 0.98
+    result = json.loads((out / "result.json").read_text())
+    assert result["geojson"]["crs"] == "EPSG:4326" and result["gpkg"] == {"file": "mask.gpkg", "crs": "EPSG:32650"}
+    assert "crs" not in json.loads((out / "mask.geojson").read_text()) and (out / "mask.gpkg").exists()
+
+
+def shapely_area(wkb: bytes) -> float:
+    from shapely import from_wkb
+
+    return float(from_wkb(wkb).area)
 
 
 def eval_config(tiny_models, toy_city, out, **extra):

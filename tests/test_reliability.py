@@ -326,6 +326,43 @@ def test_predict_refuses_bad_arguments_before_computing(predict_args, tmp_path, 
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_a_refused_run_leaves_no_output_folder_behind(tiny_models, toy_city, predict_args, tmp_path, capsys):
+    """Refused after --out was created (and, for evaluate, after its settings file and masks/): nothing is left of
+    the folders the run made; a folder that was there keeps what it held."""
+    from socioreasoner.evaluate import main as evaluate_main
+
+    args = {**predict_args, "--out": str(tmp_path / "new" / "pred"), "--sam": str(tmp_path / "no-such-sam")}
+    assert predict_main(flat(args)) == 2 and "no-such-sam" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty_dataset").mkdir()
+    eval_args = ["--model", str(tiny_models["qwen2_5_vl"]), "--sam", str(tiny_models["sam2"]), "--device", "cpu",
+                 "--dataset", str(tmp_path / "empty_dataset"), "--split", "val", "--out", str(tmp_path / "eval")]
+    assert evaluate_main(eval_args) == 2 and "empty_dataset" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert predict_main(flat({**args, "--out": str(mine / "pred")})) == 2
+    assert not (mine / "pred").exists() and (mine / "notes.txt").read_text() == "the user's"
+
+
+def test_a_result_is_never_removed_with_a_refused_folder(tmp_path):
+    from socioreasoner.io import removed_if_refused
+
+    out = tmp_path / "a" / "out"
+    with pytest.raises(ValueError), removed_if_refused(out, ("settings.json",)):
+        out.mkdir(parents=True)
+        (out / "settings.json").write_text("{}")
+        (out / "mask.png").write_bytes(b"a result")
+        raise ValueError("refused late")
+    assert (out / "mask.png").read_bytes() == b"a result"
+    with pytest.raises(OSError), removed_if_refused(tmp_path / "b" / "out", ("settings.json",)):
+        (tmp_path / "b" / "out" / "masks").mkdir(parents=True)
+        (tmp_path / "b" / "out" / "settings.json").write_text("{}")
+        raise OSError("refused early")
+    assert not (tmp_path / "b").exists()
+
+
 def test_predict_refuses_a_read_only_out_before_computing(predict_args, tmp_path, capsys, monkeypatch):
     if os.geteuid() == 0:
         # root writes anywhere; a folder under a file is the unwritable case root meets too (tested above)

@@ -125,8 +125,10 @@ def test_lora_recipe_trains_an_adapter_against_the_adapter_free_reference(sft_po
     launch(*lora)
     logs = [h for h in history(out) if "loss" in h]
     assert [h["step"] for h in logs] == [1, 2, 3] and all(math.isfinite(h["loss"]) for h in logs)
-    # a reference apart from the trained adapter (with PEFT, TRL's is the model with the adapter disabled)
-    assert logs[0]["kl"] == 0.0 and logs[1]["kl"] > 0
+    # a reference apart from the trained adapter (with PEFT, TRL's is the model with the adapter disabled): at step
+    # 1 the two are the same model, so the KL is zero up to float rounding (CI measured -4.3e-11: the reference and
+    # the policy log-probs come from separate forward passes); after one update it is many orders larger
+    assert abs(logs[0]["kl"]) < 1e-7 and logs[1]["kl"] > 1e-5, [h["kl"] for h in logs]
     assert not (out / "model.safetensors").exists(), "the full model was saved, not the adapter"
     adapter = load_file(out / "adapter_model.safetensors")
     lora_b = [k for k in adapter if "lora_B" in k]

@@ -1,9 +1,10 @@
-"""Mask → GeoJSON polygons, in a GeoTIFF's CRS when the satellite image has one, else in pixels.
+"""Mask → vectors. With a georeferenced GeoTIFF, the convention of the scene writer (`scene_vectors`): polygons
+traced along pixel edges (so their area is the pixel count), an RFC 7946 GeoJSON in WGS84 lon/lat and a GeoPackage
+in the GeoTIFF's own CRS. Without one, a GeoJSON in pixel coordinates whose polygons come from OpenCV contours
+(outer rings and holes, `RETR_CCOMP`) through pixel centres `(x + 0.5, y + 0.5)`, as its properties say.
 
-Polygons come from OpenCV contours (outer rings and holes, `RETR_CCOMP`). Vertices are pixel
-centres `(x + 0.5, y + 0.5)` in pixel space, i.e. the same convention as an affine geotransform
-applied to pixel-corner coordinates. GeoTIFF georeferencing is read with rasterio (the `geo`
-extra); without it a GeoTIFF is treated as a plain image and the file says so.
+GeoTIFF georeferencing is read with rasterio (the `geo` extra); without it a GeoTIFF is treated as a plain image
+and the file says so.
 """
 
 from __future__ import annotations
@@ -91,41 +92,65 @@ def _ring(contour) -> list[tuple[float, float]]:
     return points + points[:1]
 
 
-def _apply(transform, point):
-    a, b, c, d, e, f = transform
-    x, y = point
-    return (a * x + b * y + c, d * x + e * y + f)
+PIXEL_CENTRES = "pixel (x right, y down, pixel centres at +0.5)"
 
 
 def mask_to_geojson(mask: np.ndarray, georef: Georef | None = None, properties: dict | None = None) -> dict:
-    """A FeatureCollection with one MultiPolygon feature for the mask."""
-    polygons = mask_polygons(mask)
+    """A FeatureCollection for the mask: RFC 7946 (WGS84 lon/lat, one MultiPolygon feature, none for an empty mask)
+    with a georeference, else one MultiPolygon feature in pixel coordinates."""
     if georef is not None:
-        polygons = [[[_apply(georef.transform, p) for p in ring] for ring in poly] for poly in polygons]
-    props = {"coordinates": "crs" if georef else "pixel (x right, y down, pixel centres at +0.5)",
-             **(properties or {})}
-    collection = {"type": "FeatureCollection", "features": [{
+        from socioreasoner.inference.scene_vectors import geojson_collection
+
+        return geojson_collection(mask_records(mask, georef, properties or {}), georef)
+    polygons = mask_polygons(mask)
+    props = {"coordinates": PIXEL_CENTRES, **(properties or {})}
+    return {"type": "FeatureCollection", "features": [{
         "type": "Feature", "properties": props,
         "geometry": {"type": "MultiPolygon", "coordinates": [[list(map(list, ring)) for ring in poly]
                                                              for poly in polygons]}}]}
-    if georef is not None and georef.crs:
-        collection["crs"] = {"type": "name", "properties": {"name": georef.crs}}
-    return collection
 
 
-def rasterize_geojson(collection: dict, width: int, height: int, georef: Georef | None = None) -> np.ndarray:
-    """Back from polygons to a boolean mask (for checks): rings filled, holes cleared."""
-    inverse = None
-    if georef is not None:
-        a, b, c, d, e, f = georef.transform
-        det = a * e - b * d
-        inverse = (e / det, -b / det, (b * f - c * e) / det, -d / det, a / det, (c * d - a * f) / det)
+def mask_records(mask: np.ndarray, georef: Georef, properties: dict) -> list[dict]:
+    """The mask as one record (a MultiPolygon in the GeoTIFF's CRS, its pixels, area and area in m²), as the scene
+    writer's objects; no record for an empty mask."""
+    from rasterio.features import shapes
+    from shapely import unary_union
+    from shapely.geometry import MultiPolygon, shape
+
+    from socioreasoner.inference.scene_vectors import SceneObjects, object_records
+
+    binary = np.asarray(mask, bool)
+    if not binary.any():
+        return []
+    merged = unary_union([shape(g) for g, _ in shapes(binary.astype(np.uint8), mask=binary, connectivity=4)])
+    merged = merged if isinstance(merged, MultiPolygon) else MultiPolygon([merged])
+    objects = SceneObjects([merged], [{"pixels": int(binary.sum())}])
+    return [{k: v for k, v in r.items() if k != "object_id"} for r in object_records(objects, georef, properties)]
+
+
+MASK_FIELDS = ("query", "model", "pixels", "area", "area_m2")
+
+
+def write_georeferenced_mask(mask: np.ndarray, georef: Georef, out: Path, properties: dict) -> dict:
+    """`mask.geojson` (RFC 7946) and `mask.gpkg` (layer "mask", the GeoTIFF's CRS) in `out`; their result.json
+    entries."""
+    from socioreasoner.inference.scene_vectors import geojson_collection, write_gpkg
+    from socioreasoner.io import atomic_write_json
+
+    records = mask_records(mask, georef, properties)
+    atomic_write_json(out / "mask.geojson", geojson_collection(records, georef))
+    write_gpkg(out / "mask.gpkg", records, georef, fields=MASK_FIELDS, layer="mask", geometry_type="MultiPolygon")
+    return {"geojson": {"file": "mask.geojson", "crs": "EPSG:4326", "coordinates": "wgs84"},
+            "gpkg": {"file": "mask.gpkg", "crs": georef.crs}}
+
+
+def rasterize_geojson(collection: dict, width: int, height: int) -> np.ndarray:
+    """Back from a pixel-coordinate collection to a boolean mask (for checks): rings filled, holes cleared."""
     canvas = np.zeros((height, width), np.uint8)
     for feature in collection["features"]:
         for polygon in feature["geometry"]["coordinates"]:
             for ring_index, ring in enumerate(polygon):
-                points = [_apply(inverse, p) if inverse else p for p in ring]
-                pts = np.array([[x - 0.5, y - 0.5] for x, y in points]).round().astype(np.int32)
+                pts = np.array([[x - 0.5, y - 0.5] for x, y in ring]).round().astype(np.int32)
                 cv2.fillPoly(canvas, [pts], 1 if ring_index == 0 else 0)
                 if ring_index > 0:
                     cv2.polylines(canvas, [pts], True, 1)  # a hole's boundary pixels belong to the mask

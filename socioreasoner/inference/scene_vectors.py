@@ -175,34 +175,39 @@ def object_records(objects: SceneObjects, georef: SceneGeoref | None, properties
 FIELDS = ("object_id", "query", "model", "pixels", "area", "area_m2", "tiles", "stage1_share", "stage2_boxes")
 
 
-def write_gpkg(path: Path, records: list[dict], georef: SceneGeoref | None) -> None:
+def write_gpkg(path: Path, records: list[dict], georef: SceneGeoref | None, fields: tuple[str, ...] = FIELDS,
+               layer: str = "objects", geometry_type: str = "Polygon") -> None:
+    """The records as one GeoPackage layer (atomically), in the georeference's CRS (pixel coordinates without)."""
     import pyogrio.raw
 
     path = Path(path)
     tmp = temp_path(path)
     geometry = np.array([r["geometry"].wkb for r in records], dtype=object)
-    field_data = []
-    for name in FIELDS:
-        values = [r[name] for r in records]
-        if name == "area_m2":
-            field_data.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
-        elif name in ("object_id", "pixels", "stage2_boxes"):
-            field_data.append(np.array(values, dtype=np.int64))
-        elif name in ("area", "stage1_share"):
-            field_data.append(np.array(values, dtype=np.float64))
-        else:
-            field_data.append(np.array(values, dtype=object))
+    field_data = [_gpkg_column([r[name] for r in records], name) for name in fields]
     metadata = {"coordinates": "crs" if georef else PIXEL_COORDINATES}
     try:
         with warnings.catch_warnings():  # no CRS for a pixel-space scene: said in the layer metadata
             warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-            pyogrio.raw.write(str(tmp), geometry, field_data, list(FIELDS), layer="objects", driver="GPKG",
-                              geometry_type="Polygon", crs=georef.crs if georef else None,
+            pyogrio.raw.write(str(tmp), geometry, field_data, list(fields), layer=layer, driver="GPKG",
+                              geometry_type=geometry_type, crs=georef.crs if georef else None,
                               layer_metadata=metadata)
         move_into_place(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+INTEGER_FIELDS = ("object_id", "pixels", "stage2_boxes")
+REAL_FIELDS = ("area", "area_m2", "stage1_share")
+
+
+def _gpkg_column(values: list, name: str) -> np.ndarray:
+    """A field's values as the array pyogrio types the column by: integers, reals (None → NaN, i.e. NULL), text."""
+    if name in INTEGER_FIELDS:
+        return np.array(values, dtype=np.int64)
+    if name in REAL_FIELDS:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(values, dtype=object)
 
 
 def _rounded(coordinates, decimals: int):
