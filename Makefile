@@ -77,8 +77,8 @@ lint: install
 tiny: install
 	$(BIN)/python -m socioreasoner.tiny --out runs/tiny
 
-toy-data: install
-	$(BIN)/python -m socioreasoner.data.synthetic --out runs/toy_city --num-samples 64 --seed 0
+# one toy city at runs/toy_city (32 samples, seed 0): what the README's Train block writes and eval-toy reads
+toy-data: install runs/toy_city/val
 
 eval: install
 	$(BIN)/python -m socioreasoner.evaluate --config recipes/eval.yaml $(ARGS)

@@ -266,3 +266,12 @@ def test_eval_recipes_only_use_known_settings(name):
     config = evaluate_module.load_config(argparse.Namespace(config=str(ROOT / "recipes" / name)))
     assert set(config) <= set(evaluate_module.DEFAULTS)
     assert config["split"] in ("test", "val")
+
+
+def test_a_cpu_run_with_the_default_token_budget_says_it_will_be_slow(tiny_models, caplog):
+    model, sam = str(tiny_models["qwen2_5_vl"]), str(tiny_models["sam2"])
+    with caplog.at_level("WARNING", logger="socioreasoner.inference.predictor"):
+        Predictor(model, sam, "cpu", max_new_tokens=128)
+        assert not caplog.records
+        Predictor(model, sam, "cpu")  # the default, 1,024: the released model's budget
+    assert ["--max-new-tokens 128" in r.getMessage() for r in caplog.records] == [True]

@@ -92,6 +92,10 @@ def check_vllm_family(model: str) -> None:
         raise ValueError(f"{model}: --backend vllm is wired for Qwen2.5-VL only (a {found} model); use --backend hf")
 
 
+CPU_TOKEN_BUDGET_WARNING = 256  # above this, a CPU run says how slow it will be (1,024 tokens: 75-81 s a pair here)
+TOY_TOKEN_BUDGET = 128  # what the README's tiny-model commands use
+
+
 class Predictor:
     """Policy + processor + SAM2, loaded once; `predict` runs both stages on a batch of samples."""
 
@@ -127,6 +131,10 @@ class Predictor:
         except OSError as err:
             raise OSError(f"cannot load SAM2 {sam!r}: {err}") from err
         self.generation = {"max_new_tokens": max_new_tokens, "do_sample": temperature is not None}
+        if self.device.type == "cpu" and max_new_tokens > CPU_TOKEN_BUDGET_WARNING:
+            logger.warning("generating up to %d new tokens per stage on the CPU: a pair can take over a minute "
+                           "(--max-new-tokens %d is enough for the tiny and toy models)", max_new_tokens,
+                           TOY_TOKEN_BUDGET)
         if temperature is not None:  # explicit: a checkpoint's generation_config may carry its own top_k / top_p
             self.generation.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0,
                                    top_k=top_k if top_k is not None else 0)
