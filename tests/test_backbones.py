@@ -29,6 +29,7 @@ from socioreasoner.models.backbones import (
     prompt_settings_for_model,
     resolve_frame,
 )
+from socioreasoner.models.chat_templates import chat_template
 from socioreasoner.models.grabcut import make_segmenter
 from socioreasoner.models.qwen_processor import Qwen3ImageProcessor, QwenImageProcessor, load_qwen_processor
 from socioreasoner.training.sft import run_sft, sft_examples
@@ -310,14 +311,42 @@ def test_vllm_generation_is_refused_for_the_families_it_is_not_wired_for(tiny_qw
                              processing_class=load_qwen_processor(str(tiny_qwen3["qwen3_vl"])))
 
 
+TWO_IMAGE_PROMPT = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "the map; "},
+                                                  {"type": "image"}, {"type": "text", "text": "find the school"}]}]
+VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+# what the official templates give (Qwen2.5-VL adds a default system turn, Qwen3-VL none); an answer turn after it
+OFFICIAL_TWO_IMAGE_TEXT = {
+    "qwen2_5_vl": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                  f"{VISION}the map; {VISION}find the school<|im_end|>\n<|im_start|>assistant\n",
+    "qwen3_vl": f"<|im_start|>user\n{VISION}the map; {VISION}find the school<|im_end|>\n<|im_start|>assistant\n",
+}
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5"])
+def test_the_tiny_models_chat_templates_are_trls_copies_rendering_the_official_text(family, tiny_models, tiny_qwen3):
+    """Pinned: the tiny models carry TRL's shipped templates, and those render a two-image prompt (and a completed
+    answer) as the official ones do; a change in TRL's copies fails here."""
+    from trl import chat_template_utils
+
+    model_dir = tiny_models["qwen2_5_vl"] if family == "qwen2_5_vl" else tiny_qwen3[family]
+    processor = load_qwen_processor(str(model_dir))
+    trl_copy = chat_template_utils.qwen2_5_vl_chat_template if family == "qwen2_5_vl" else \
+        chat_template_utils.qwen3_vl_chat_template
+    assert processor.chat_template == chat_template(family) == trl_copy
+    expected = OFFICIAL_TWO_IMAGE_TEXT["qwen2_5_vl" if family == "qwen2_5_vl" else "qwen3_vl"]
+    assert processor.apply_chat_template(TWO_IMAGE_PROMPT, add_generation_prompt=True, tokenize=False) == expected
+    answer = [*TWO_IMAGE_PROMPT, {"role": "assistant", "content": [{"type": "text", "text": "<think>t</think>"}]}]
+    assert processor.apply_chat_template(answer, tokenize=False) == expected + "<think>t</think><|im_end|>\n"
+
+
 def test_a_generation_prompt_that_opens_think_is_warned_about(tiny_qwen3, caplog):
     from socioreasoner.models.backbones import warn_if_prompt_opens_think
-    from socioreasoner.models.qwen_tokenizer import QWEN3_CHAT_TEMPLATE
 
     processor = load_qwen_processor(str(tiny_qwen3["qwen3_vl"]))
     assert not warn_if_prompt_opens_think(processor)
-    processor.chat_template = QWEN3_CHAT_TEMPLATE.replace("<|im_start|>assistant\n{% endif %}",
-                                                          "<|im_start|>assistant\n<think>\n{% endif %}")
+    processor.chat_template = chat_template("qwen3_vl").replace(r"'<|im_start|>assistant\n' }}",
+                                                                r"'<|im_start|>assistant\n<think>\n' }}")
+    assert processor.chat_template != chat_template("qwen3_vl")
     with caplog.at_level("WARNING"):
         assert warn_if_prompt_opens_think(processor)
     assert "opened <think>" in caplog.text

@@ -24,6 +24,8 @@ from tokenizers import AddedToken, normalizers
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
+from socioreasoner.models.chat_templates import chat_template
+
 logger = logging.getLogger(__name__)
 
 DASHSCOPE_WHEEL = "dashscope==2.0.2"
@@ -69,48 +71,6 @@ QWEN_ADDED_TOKENS = [
 # Qwen3's further added tokens (Qwen3-VL: ids 151665-151668, after Qwen2.5's); with them the vocabulary is
 # Qwen3-VL's.
 QWEN3_ADDED_TOKENS = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
-
-# A Qwen3-VL-Instruct-style chat template: as Qwen2.5-VL's, without a default system turn.
-QWEN3_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}"
-    "{% endfor %}<|im_end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# A Qwen2.5-VL-style chat template: a default system turn, images as
-# <|vision_start|><|image_pad|><|vision_end|> inside the user turn, in content order.
-QWEN_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}"
-    "{% endfor %}<|im_end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def _cache_dir() -> Path:
     root = os.environ.get("SOCIOREASONER_CACHE") or os.path.join(
@@ -208,5 +168,5 @@ def build_qwen_tokenizer(tiktoken_file: str | Path | None = None, qwen3: bool = 
         actual = tokenizer.convert_tokens_to_ids(token)
         if actual != expected:
             raise AssertionError(f"special token {token} got id {actual}, Qwen uses {expected}")
-    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE if qwen3 else QWEN_CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template("qwen3_vl" if qwen3 else "qwen2_5_vl")
     return tokenizer

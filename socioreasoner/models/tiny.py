@@ -26,8 +26,9 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Sam2Config, Sam2Model
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from socioreasoner.models.chat_templates import chat_template
 from socioreasoner.models.qwen_processor import QwenImageProcessor
-from socioreasoner.models.qwen_tokenizer import QWEN_CHAT_TEMPLATE, build_qwen_tokenizer
+from socioreasoner.models.qwen_tokenizer import build_qwen_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def build_tiny_qwen(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 5
         temporal_patch_size=2,
     )
     QwenImageProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                       chat_template=QWEN_CHAT_TEMPLATE).save_pretrained(out_dir)
+                       chat_template=chat_template("qwen2_5_vl")).save_pretrained(out_dir)
     return out_dir
 
 
@@ -149,7 +150,6 @@ def build_tiny_qwen3(out_dir: str | Path, family: str = "qwen3_vl", seed: int = 
     from transformers import Qwen3_5ForConditionalGeneration, Qwen3VLForConditionalGeneration
 
     from socioreasoner.models.qwen_processor import Qwen3ImageProcessor
-    from socioreasoner.models.qwen_tokenizer import QWEN3_CHAT_TEMPLATE
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
@@ -163,7 +163,7 @@ def build_tiny_qwen3(out_dir: str | Path, family: str = "qwen3_vl", seed: int = 
         temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
     Qwen3ImageProcessor(image_processor=image_processor, tokenizer=build_qwen_tokenizer(qwen3=True),
-                        chat_template=QWEN3_CHAT_TEMPLATE).save_pretrained(out_dir)
+                        chat_template=chat_template(family)).save_pretrained(out_dir)
     return out_dir
 
 
