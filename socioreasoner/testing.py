@@ -22,6 +22,13 @@ def tiny_models(root: Path, **qwen_config_kwargs) -> dict[str, Path]:
     return build_tiny_models(root, seed=0, **qwen_config_kwargs)
 
 
+def tiny_qwen3(root: Path, families: tuple[str, ...] = ("qwen3_vl", "qwen3_5"), **config_kwargs) -> dict[str, Path]:
+    """The tiny Qwen3-VL and/or Qwen3.5 (`socioreasoner.models.tiny.build_tiny_qwen3`) under `root`, seed 0."""
+    from socioreasoner.models.tiny import build_tiny_qwen3
+
+    return {family: build_tiny_qwen3(root / family, family, seed=0, **config_kwargs) for family in families}
+
+
 def toy_city(root: Path) -> Path:
     """A 4-sample toy city (train and val) of 160-px pairs, seed 0."""
     from socioreasoner.data.synthetic import generate_toy_city
@@ -40,10 +47,12 @@ def sft_policy(policy: Path, city: Path, out: Path, learning_rate: float = 1e-2,
     from socioreasoner.data import load_socioseg
     from socioreasoner.method.pipeline import PromptSettings
     from socioreasoner.method.prompts import PROMPT_STYLES
+    from socioreasoner.models.backbones import resolve_frame
+    from socioreasoner.models.model_types import model_config
     from socioreasoner.training.sft import run_sft, sft_examples
 
     stage1, stage2 = PROMPT_STYLES["descriptive"]
-    settings = PromptSettings(stage1, stage2, max_pixels=50176)
+    settings = resolve_frame(PromptSettings(stage1, stage2, max_pixels=50176), model_config(str(policy)))  # its frame
     examples = sft_examples(load_socioseg(str(city), "train"), settings, stages=(1,))
     return run_sft(str(policy), examples, str(out), max_steps=max_steps, learning_rate=learning_rate,
                    settings=settings)
@@ -61,4 +70,4 @@ def train_script():
     return module
 
 
-__all__ = ["VLLM_HIDDEN_SIZE", "sft_policy", "tiny_models", "toy_city", "train_script"]
+__all__ = ["VLLM_HIDDEN_SIZE", "sft_policy", "tiny_models", "tiny_qwen3", "toy_city", "train_script"]

@@ -41,10 +41,9 @@ RELATIVE = PromptSettings(max_pixels=160 * 160, coord_frame="relative1000", resi
 
 @pytest.fixture(scope="module")
 def tiny_qwen3(tmp_path_factory):
-    from socioreasoner.models.tiny import build_tiny_qwen3
+    from socioreasoner import testing
 
-    root = tmp_path_factory.mktemp("tiny_qwen3")
-    return {family: build_tiny_qwen3(root / family, family=family) for family in FAMILIES}
+    return testing.tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen3"), FAMILIES)
 
 
 # ---------- the frame, by hand ----------
@@ -200,14 +199,15 @@ STAGE2_TEXTS = [
 ]
 
 
-def grpo_trainer(policy, tiny_models, toy_city, out, scripted: bool, monkeypatch):
+def grpo_trainer(policy, tiny_models, toy_city, out, scripted: bool, monkeypatch, **overrides):
     from socioreasoner.training.config import SocioReasonerConfig
     from socioreasoner.training.trainer import SocioReasonerTrainer
 
-    args = SocioReasonerConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, sam_model=str(tiny_models["sam2"]), num_generations=4,
-        per_device_train_batch_size=8, max_completion_length=12, max_steps=1, max_pixels=160 * 160,
-        report_to="none", beta=0.0, learning_rate=1e-2, save_strategy="no", logging_steps=1)
+    args = SocioReasonerConfig(**{
+        "output_dir": str(out), "use_cpu": True, "bf16": False, "sam_model": str(tiny_models["sam2"]),
+        "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 12, "max_steps": 1,
+        "max_pixels": 160 * 160, "report_to": "none", "beta": 0.0, "learning_rate": 1e-2, "save_strategy": "no",
+        "logging_steps": 1, **overrides})
     trainer = SocioReasonerTrainer(model=load_policy(str(policy)), args=args,
                                    train_dataset=load_socioseg(str(toy_city), "train").select(range(2)),
                                    processing_class=load_qwen_processor(str(policy)))
@@ -222,6 +222,29 @@ def grpo_trainer(policy, tiny_models, toy_city, out, scripted: bool, monkeypatch
 
         monkeypatch.setattr(trainer, "_generate_single_turn", generation)
     return trainer
+
+
+def test_a_qwen3_vl_run_resumes_from_its_checkpoint_with_the_same_weights(tiny_qwen3, tiny_models, toy_city,
+                                                                          tmp_path, monkeypatch):
+    """Two scripted GRPO steps (rewards that vary, so the weights move), then the run resumed from checkpoint-1:
+    the same weights, bit for bit; the checkpoint keeps the frame and its processor's template."""
+    from safetensors.torch import load_file
+
+    policy, out = tiny_qwen3["qwen3_vl"], tmp_path / "run"
+    saving = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
+    grpo_trainer(policy, tiny_models, toy_city, out, True, monkeypatch, **saving).train()
+    uninterrupted = {k: v.clone() for k, v in load_file(out / "checkpoint-2" / "model.safetensors").items()}
+    start = load_file(policy / "model.safetensors")
+    assert any(not torch.equal(start[k], uninterrupted[k]) for k in start), "GRPO changed nothing"
+    assert prompt_settings_for_model(str(out / "checkpoint-1")).coord_frame == "relative1000"
+
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-2")
+    resumed = grpo_trainer(policy, tiny_models, toy_city, out, True, monkeypatch, **saving)
+    resumed.train(resume_from_checkpoint=str(out / "checkpoint-1"))
+    again = load_file(out / "checkpoint-2" / "model.safetensors")
+    assert set(again) == set(uninterrupted) and all(torch.equal(again[k], uninterrupted[k]) for k in again)
 
 
 @pytest.mark.slow
@@ -295,20 +318,21 @@ def test_predictor_with_a_relative_policy_answers_in_its_frame(tiny_qwen3, tiny_
     prediction = predictor.predict([sample])[0]
     assert prediction.stage1.boxes_original == [[0.0, 80.0, 80.0, 159.0]]
     assert prediction.final.objects_original == [{"box": [0.0, 80.0, 80.0, 159.0], "points": [[40.0, 120.0]]}]
-    with pytest.raises(ValueError, match="Qwen2.5-VL only"):
-        Predictor(str(tiny_qwen3["qwen3_vl"]), "grabcut", "cpu", backend="vllm")
+    with pytest.raises(ValueError, match="Qwen2.5-VL and Qwen3-VL"):
+        Predictor(str(tiny_qwen3["qwen3_5"]), "grabcut", "cpu", backend="vllm")
 
 
 def test_vllm_generation_is_refused_for_the_families_it_is_not_wired_for(tiny_qwen3, tiny_models, toy_city, tmp_path):
     from socioreasoner.training.config import SocioReasonerConfig
-    from socioreasoner.training.trainer import SocioReasonerTrainer
+    from socioreasoner.training.trainer import SocioReasonerTrainer, check_generation_backend
 
     args = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True,
                                vllm_importance_sampling_correction=False, sam_model=str(tiny_models["sam2"]))
-    with pytest.raises(ValueError, match="Qwen2.5-VL only"):
-        SocioReasonerTrainer(model=load_policy(str(tiny_qwen3["qwen3_vl"])), args=args,
+    with pytest.raises(ValueError, match="wired for Qwen2.5-VL and Qwen3-VL"):
+        SocioReasonerTrainer(model=load_policy(str(tiny_qwen3["qwen3_5"])), args=args,
                              train_dataset=load_socioseg(str(toy_city), "train"),
-                             processing_class=load_qwen_processor(str(tiny_qwen3["qwen3_vl"])))
+                             processing_class=load_qwen_processor(str(tiny_qwen3["qwen3_5"])))
+    check_generation_backend(load_policy(str(tiny_qwen3["qwen3_vl"])).config, use_vllm=True)  # wired: no error
 
 
 TWO_IMAGE_PROMPT = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "the map; "},

@@ -56,7 +56,7 @@ class ScriptedPredictor(Predictor):
         texts = []
         for conversation in messages:
             image = next(p["image"] for m in conversation for p in m["content"] if p.get("type") == "image")
-            w, h = image.size
+            w, h = (1000, 1000) if self.settings.coord_frame == "relative1000" else image.size  # the model's units
             box = [round(0.15 * w), round(0.35 * h), round(0.85 * w), round(0.65 * h)]
             obj = {"bbox_2d": box}
             if stage == 2:
@@ -128,6 +128,20 @@ def test_scene_mask_is_the_merge_of_tile_predictions(scripted, same_grid_scene, 
         assert crs == src.crs and transform == src.transform
     assert profile["dtype"] == "uint8" and profile["count"] == 1 and profile["tiled"]
     assert profile["compress"] == "deflate" and scene_run.record["outputs"]["cog"] is True
+
+
+def test_a_qwen3_vl_policy_predicts_a_scene_in_its_0_1000_frame(tiny_models, same_grid_scene, scene_run, tmp_path):
+    """The same scripted answers in 0-1000 units from a tiny Qwen3-VL (patch 16 x merge 2): the scene mask of the
+    Qwen2.5-VL run's pixel answers, up to the rounding of the boxes, and the frame recorded."""
+    from socioreasoner import testing
+
+    qwen3 = testing.tiny_qwen3(tmp_path / "tiny", ("qwen3_vl",))["qwen3_vl"]
+    predictor = ScriptedPredictor(str(qwen3), str(tiny_models["sam2"]), "cpu", SETTINGS, max_new_tokens=16)
+    result = predict_scene(predictor, same_grid_scene.map_path, same_grid_scene.sat_path, "school", tmp_path / "out",
+                           SceneOptions(**OPTIONS))
+    assert result.record["coord_frame"] == "relative1000" and scene_run.record["coord_frame"] == "absolute"
+    ours, theirs = read_mask(result.out / "mask.tif")[0], read_mask(scene_run.out / "mask.tif")[0]
+    assert ours.any() and iou(ours, theirs) > 0.9, iou(ours, theirs)
 
 
 def test_gpkg_and_geojson_rasterise_back_to_the_mask(same_grid_scene, scene_run):

@@ -29,6 +29,13 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_vl(tmp_path_factory):
+    """The tiny Qwen3-VL at vLLM's width (its head_dim is 32 at any width)."""
+    return testing.tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen3"), ("qwen3_vl",),
+                              hidden_size=testing.VLLM_HIDDEN_SIZE)["qwen3_vl"]
+
+
+@pytest.fixture(scope="session")
 def toy_city(tmp_path_factory):
     return testing.toy_city(tmp_path_factory.mktemp("toy"))
 
@@ -39,6 +46,12 @@ def sft_policy(tiny_models, toy_city, tmp_path_factory):
     At this width the main suite's learning rate (1e-2) left it babbling; 3e-3 gives well-formed answers."""
     return testing.sft_policy(tiny_models["qwen2_5_vl"], toy_city, tmp_path_factory.mktemp("sft"),
                               learning_rate=3e-3)
+
+
+@pytest.fixture(scope="session")
+def sft_qwen3_vl(tiny_qwen3_vl, toy_city, tmp_path_factory):
+    """The tiny Qwen3-VL warm-started as `sft_policy` (targets in its 0-1000 frame)."""
+    return testing.sft_policy(tiny_qwen3_vl, toy_city, tmp_path_factory.mktemp("sft_qwen3_vl"), learning_rate=3e-3)
 
 
 @pytest.fixture(scope="session")

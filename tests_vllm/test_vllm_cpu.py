@@ -14,19 +14,22 @@ from socioreasoner.compat import vllm_cpu
 from socioreasoner.compat.vllm_prompts import fix_vllm_prompts
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_models, fp32_engine):
-    """(HF policy, processor, TRL's colocated VLLMGeneration on the same weights) with our two fixes installed."""
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def engine(request, tiny_models, fp32_engine):
+    """(HF policy, processor, TRL's colocated VLLMGeneration on the same weights) with our two fixes installed,
+    for each family vLLM generation is wired for."""
     from accelerate import Accelerator
-    from transformers import Qwen2_5_VLForConditionalGeneration
     from trl.generation.vllm_generation import VLLMGeneration
 
+    from socioreasoner.models.backbones import load_policy
     from socioreasoner.models.qwen_processor import load_qwen_processor
     from socioreasoner.training.trainer import image_token_id
 
-    path = str(tiny_models["qwen2_5_vl"])
+    family = request.param
+    path = str(tiny_models["qwen2_5_vl"] if family == "qwen2_5_vl" else request.getfixturevalue("tiny_qwen3_vl"))
     processor = load_qwen_processor(path)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+    model = load_policy(path, dtype=torch.float32).eval()
+    assert model.config.model_type == family
     generation = VLLMGeneration(model=model, accelerator=Accelerator(cpu=True), processing_class=processor,
                                 mode="colocate", max_model_length=1024, max_completion_length=12)
     fix_vllm_prompts(generation, image_token_id(processor))

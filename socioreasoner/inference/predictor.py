@@ -36,7 +36,13 @@ from socioreasoner.models.backbones import (
     warn_if_prompt_opens_think,
 )
 from socioreasoner.models.grabcut import GRABCUT, make_segmenter
-from socioreasoner.models.model_types import QWEN2_5_VL_TYPES, SAM2_TYPES, check_model_type, model_config
+from socioreasoner.models.model_types import (
+    SAM2_TYPES,
+    VLLM_FAMILIES,
+    VLLM_POLICY_TYPES,
+    check_model_type,
+    model_config,
+)
 from socioreasoner.models.qwen_processor import load_qwen_processor
 from socioreasoner.models.segmenter import DEFAULT_SAM2
 
@@ -85,11 +91,12 @@ def stage_records(prediction: Prediction, offset: tuple[int, int] = (0, 0)) -> t
 
 
 def check_vllm_family(model: str) -> None:
-    """vLLM generation is wired (prompt expansion, CPU patches) and tested for Qwen2.5-VL only."""
+    """vLLM generation is wired (prompt expansion, CPU patches) and tested for `VLLM_POLICY_TYPES`."""
     check_model_type(model, POLICY_TYPES, "policy (--model)")
     found = model_config(model)["model_type"]
-    if found not in QWEN2_5_VL_TYPES:
-        raise ValueError(f"{model}: --backend vllm is wired for Qwen2.5-VL only (a {found} model); use --backend hf")
+    if found not in VLLM_POLICY_TYPES:
+        raise ValueError(f"{model}: --backend vllm is wired for {VLLM_FAMILIES} only (a {found} model); "
+                         "use --backend hf")
 
 
 CPU_TOKEN_BUDGET_WARNING = 256  # above this, a CPU run says how slow it will be (1,024 tokens: 75-81 s a pair here)

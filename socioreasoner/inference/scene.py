@@ -136,7 +136,8 @@ def scene_settings(predictor, pair: ScenePair, query: str, options: SceneOptions
     """Everything that determines the tiles' results (compared when a run resumes)."""
     settings = predictor.settings
     return {"query": query, "inputs": pair.describe(), "model": predictor.model_id, "sam": predictor.sam_id,
-            "backend": predictor.backend, "parse": settings.parse, "generation": predictor.generation,
+            "backend": predictor.backend, "parse": settings.parse, "coord_frame": settings.coord_frame,
+            "generation": predictor.generation,
             "seed": predictor.seed, "min_pixels": settings.min_pixels, "max_pixels": settings.max_pixels,
             "prompts": {"stage1_template": settings.stage1_template, "stage2_template": settings.stage2_template,
                         "stage2_boxes": settings.stage2_boxes},

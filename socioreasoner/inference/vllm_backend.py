@@ -56,7 +56,8 @@ def images_of(messages: list[dict]) -> list:
 
 
 def max_model_len(max_pixels: int, max_new_tokens: int, images: int = 2, text_tokens: int = 1024) -> int:
-    """Room for `images` images of up to `max_pixels` (one token per 28x28 merged patch), the text, the answer."""
+    """Room for `images` images of up to `max_pixels` (one token per 28x28 merged patch: Qwen2.5-VL's, more than
+    Qwen3-VL's 32x32 needs), the text, the answer."""
     return images * math.ceil(max_pixels / (28 * 28)) + text_tokens + max_new_tokens
 
 

@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 QWEN2_5_VL_TYPES = ("qwen2_5_vl",)  # policies: backbones.POLICY_TYPES
+# the families vLLM generation is wired and tested for (tests_vllm: prompts, weight pushes, hf == vllm outputs)
+VLLM_POLICY_TYPES = ("qwen2_5_vl", "qwen3_vl")
+VLLM_FAMILIES = "Qwen2.5-VL and Qwen3-VL (dense)"
 SAM2_TYPES = ("sam2", "sam2_video")
 
 

@@ -122,7 +122,8 @@ def tiny_qwen3_vl_config(hidden_size: int = 64, num_layers: int = 2, vision_dept
     available offline, so its tiny model uses Qwen3-VL's, with the config's image/vision ids set to it)."""
     from transformers import Qwen3_5Config, Qwen3VLConfig
 
-    heads, head_dim = 4, 16
+    # Qwen3-VL: head_dim 32, the smallest vLLM's CPU attention runs (the text width stays 64: Qwen3 sizes heads apart)
+    heads, head_dim = 4, 32 if family == "qwen3_vl" else 16
     text = dict(vocab_size=QWEN_VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                 num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim,
                 max_position_embeddings=4096, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
@@ -130,7 +131,7 @@ def tiny_qwen3_vl_config(hidden_size: int = 64, num_layers: int = 2, vision_dept
     vision = dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden_size,
                   patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64)
     if family == "qwen3_vl":
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [2, 3, 3],
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [6, 5, 5],
                                    "mrope_interleaved": True}
         vision["deepstack_visual_indexes"] = [0]
         return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True)

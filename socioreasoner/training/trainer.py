@@ -41,7 +41,7 @@ from socioreasoner.method.pipeline import PromptSettings, final_masks, stage_tra
 from socioreasoner.method.prompts import save_prompt_templates
 from socioreasoner.models.backbones import resolve_frame, warn_if_prompt_opens_think
 from socioreasoner.models.grabcut import make_segmenter
-from socioreasoner.models.model_types import QWEN2_5_VL_TYPES, model_config
+from socioreasoner.models.model_types import VLLM_FAMILIES, VLLM_POLICY_TYPES, model_config
 from socioreasoner.models.policy import skip_frozen_vision_backward
 from socioreasoner.models.segmenter import SamSegmenter
 from socioreasoner.training.checkpoints import load_model_weights, weight_files
@@ -78,11 +78,11 @@ def policy_config(model):
 
 
 def check_generation_backend(config, use_vllm: bool) -> None:
-    """vLLM generation (prompt collapse, CPU patches) is wired and tested for Qwen2.5-VL only: refuse the others
-    before an engine starts."""
+    """vLLM generation (prompt collapse, CPU patches) is wired and tested for `VLLM_POLICY_TYPES`: refuse the
+    others before an engine starts."""
     found = config.get("model_type") if isinstance(config, dict) else config.model_type
-    if use_vllm and found not in QWEN2_5_VL_TYPES:
-        raise ValueError(f"use_vllm with a {found} policy: vLLM generation is wired for Qwen2.5-VL only here; "
+    if use_vllm and found not in VLLM_POLICY_TYPES:
+        raise ValueError(f"use_vllm with a {found} policy: vLLM generation is wired for {VLLM_FAMILIES} only here; "
                          "set use_vllm: false (HF generation)")
 
 
