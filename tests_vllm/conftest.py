@@ -49,12 +49,6 @@ def sft_policy(tiny_models, toy_city, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sft_qwen3_vl(tiny_qwen3_vl, toy_city, tmp_path_factory):
-    """The tiny Qwen3-VL warm-started as `sft_policy` (targets in its 0-1000 frame)."""
-    return testing.sft_policy(tiny_qwen3_vl, toy_city, tmp_path_factory.mktemp("sft_qwen3_vl"), learning_rate=3e-3)
-
-
-@pytest.fixture(scope="session")
 def fp32_engine():
     """TRL's `LLM(...)` call with float32 and eager execution added (see the module docstring)."""
     import trl.generation.vllm_generation as trl_vllm

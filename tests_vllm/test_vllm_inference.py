@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
 from PIL import Image
 
 from socioreasoner.evaluate import evaluate
@@ -26,14 +27,20 @@ def journal(out):
     return [json.loads(line) for line in (out / "per_sample.jsonl").read_text().splitlines()]
 
 
-def test_evaluate_with_vllm_gives_the_hf_backends_masks(sft_policy, tiny_models, toy_city, tmp_path):
-    sam = tiny_models["sam2"]
-    hf = run_eval(sft_policy, sam, toy_city, tmp_path / "hf", "hf")
-    vllm = run_eval(sft_policy, sam, toy_city, tmp_path / "vllm", "vllm")
+@pytest.mark.parametrize("policy", ["sft_policy", "tiny_qwen3_vl"])
+def test_evaluate_with_vllm_gives_the_hf_backends_masks(policy, tiny_models, toy_city, tmp_path, request):
+    """Qwen2.5-VL (warm-started: it answers) and Qwen3-VL (random: 128 greedy tokens of babble in its 0-1000
+    frame): the same texts, boxes and masks from both backends."""
+    frame = "relative1000" if policy == "tiny_qwen3_vl" else "absolute"
+    sam, policy = tiny_models["sam2"], request.getfixturevalue(policy)
+    hf = run_eval(policy, sam, toy_city, tmp_path / "hf", "hf")
+    vllm = run_eval(policy, sam, toy_city, tmp_path / "vllm", "vllm")
+    assert hf["coord_frame"] == vllm["coord_frame"] == frame
     assert hf["backend"] == "hf" and vllm["backend"] == "vllm"
     hf_records, vllm_records = journal(tmp_path / "hf"), journal(tmp_path / "vllm")
     assert len(hf_records) == len(vllm_records) == 4
-    assert any(r["stage1_format"] > 0 for r in hf_records)  # the policy answers: the comparison means something
+    if frame == "absolute":  # the warm-started policy answers: the comparison covers boxes and masks too
+        assert any(r["stage1_format"] > 0 for r in hf_records)
     for a, b in zip(hf_records, vllm_records):
         assert {k: a[k] for k in SAME_FIELDS} == {k: b[k] for k in SAME_FIELDS}
         mask_a = np.array(Image.open(tmp_path / "hf" / a["mask_file"]))

@@ -1,6 +1,7 @@
 """Two-stage GRPO with `use_vllm: true, vllm_mode: colocate` on the CPU: both stages generate through vLLM, vLLM
 samples what the trainer scores (TRL's `sampling/sampling_logp_difference`, logged per stage), the loss is not
-zero, the policy changes, and after a weight push vLLM samples from the trained weights.
+zero, the policy changes, and after a weight push vLLM samples from the trained weights; for Qwen2.5-VL and
+Qwen3-VL (its 0-1000 frame, patch 16 x merge 2 images).
 
 float32 engine (`fp32_engine`, see test_vllm_cpu.py): the logp difference is then float rounding (~1e-6); with
 each image's tokens expanded twice it was 0.11 mean (issue #19)."""
@@ -10,6 +11,7 @@ import torch
 from vllm_helpers import FP32_TOLERANCE, completion_logps_gap, prompt, sample
 
 from socioreasoner.data import load_socioseg
+from socioreasoner.models.backbones import load_policy
 from socioreasoner.models.qwen_processor import load_qwen_processor
 from socioreasoner.training.config import SocioReasonerConfig
 from socioreasoner.training.trainer import SocioReasonerTrainer
@@ -18,11 +20,27 @@ G = 4
 LOGP_DIFFERENCE_BOUND = 1e-3  # mean |trainer - vLLM| sampling log-prob per token, per stage and step
 
 
-@pytest.fixture(scope="module")
-def trained(sft_policy, tiny_models, toy_city, fp32_engine, tmp_path_factory):
-    from transformers import Qwen2_5_VLForConditionalGeneration
+# The tiny Qwen3-VL at vLLM's width did not learn the answer format in a test-sized SFT (100-150 steps at lr
+# 3e-3 to 1e-2: 0-1 of 16 sampled answers closed), so its rewards would all be 0 and nothing would train: it runs
+# from its random start, for what does not need rewards (both stages through vLLM, vLLM sampling what the trainer
+# scores); its weight push is checked in test_vllm_cpu.py.
+QWEN3_VL_UNTRAINED = "the random tiny Qwen3-VL earns no reward (see QWEN3_VL_UNTRAINED above)"
 
-    path = str(sft_policy)
+
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def start_policy(request):
+    """The starting policy of each family vLLM generation is wired for (Qwen2.5-VL warm-started)."""
+    return request.getfixturevalue("sft_policy" if request.param == "qwen2_5_vl" else "tiny_qwen3_vl")
+
+
+def needs_rewards(trained):
+    if trained[0].model.config.model_type == "qwen3_vl":
+        pytest.skip(QWEN3_VL_UNTRAINED)
+
+
+@pytest.fixture(scope="module")
+def trained(start_policy, tiny_models, toy_city, fp32_engine, tmp_path_factory):
+    path = str(start_policy)
     args = SocioReasonerConfig(
         output_dir=str(tmp_path_factory.mktemp("grpo_vllm")), use_cpu=True, bf16=False,
         sam_model=str(tiny_models["sam2"]), num_generations=G, per_device_train_batch_size=2 * G,
@@ -31,7 +49,7 @@ def trained(sft_policy, tiny_models, toy_city, fp32_engine, tmp_path_factory):
         temperature=1.0, top_k=0, top_p=1.0,
         use_vllm=True, vllm_mode="colocate", vllm_max_model_length=1024, vllm_importance_sampling_correction=True)
     data = load_socioseg(str(toy_city), "train").select(range(2))
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    model = load_policy(path, dtype=torch.float32)
     trainer = SocioReasonerTrainer(model=model, args=args, train_dataset=data, processing_class=load_qwen_processor(path))
 
     calls = []  # (number of prompts, images per prompt) of each vLLM call
@@ -57,21 +75,26 @@ def test_both_stages_generate_through_vllm(trained):
     assert trainer.stage_row_counts[1] > 0 and trainer.stage_row_counts[2] > 0
 
 
-def test_vllm_samples_what_the_trainer_scores_and_the_loss_moves_the_policy(trained):
-    trainer, _, _, before = trained
+def test_vllm_samples_what_the_trainer_scores(trained):
+    trainer, _, _, _ = trained
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logs] == [1, 2]
     for entry in logs:  # step 2 samples after the push of step 1's update
         for stage in ("stage1", "stage2"):
             assert entry[f"{stage}/sampling/sampling_logp_difference/mean"] < LOGP_DIFFERENCE_BOUND, (stage, entry)
+
+
+def test_the_loss_moves_the_policy(trained):
+    needs_rewards(trained)
+    trainer, _, _, before = trained
+    logs = [h for h in trainer.state.log_history if "loss" in h]
     assert any(h["loss"] != 0 for h in logs), [{k: v for k, v in h.items() if "reward" in k or "logp" in k or "completions/mean_length" in k} for h in logs]
     changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
     assert changed
 
 
-def test_after_a_push_vllm_samples_from_the_trained_weights(trained, sft_policy):
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
+def test_after_a_push_vllm_samples_from_the_trained_weights(trained, start_policy):
+    needs_rewards(trained)
     trainer, _, _, _ = trained
     generation = trainer.vllm_generation
     generation.sync_weights()  # the trainer's own push (vllm_cpu on this CPU)
@@ -80,5 +103,5 @@ def test_after_a_push_vllm_samples_from_the_trained_weights(trained, sft_policy)
     model = trainer.model.eval()
     assert completion_logps_gap(model, encoded, completion, logprobs) < FP32_TOLERANCE
     # and the weights moved far enough for a stale engine to show: the starting policy gives other log-probs
-    start = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(sft_policy), dtype=torch.float32).eval()
+    start = load_policy(str(start_policy), dtype=torch.float32).eval()
     assert completion_logps_gap(start, encoded, completion, logprobs) > 10 * FP32_TOLERANCE
