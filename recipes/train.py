@@ -40,7 +40,7 @@ from socioreasoner.models.grabcut import GRABCUT
 from socioreasoner.models.model_types import SAM2_TYPES, check_model_type
 from socioreasoner.models.policy import freeze_vision_tower
 from socioreasoner.models.qwen_processor import load_qwen_processor
-from socioreasoner.training.checkpoints import resolve_resume
+from socioreasoner.training.checkpoints import check_resume_frame, resolve_resume
 from socioreasoner.training.config import SocioReasonerConfig
 from socioreasoner.training.launch_check import check_launch
 from socioreasoner.training.trainer import SocioReasonerTrainer
@@ -67,6 +67,8 @@ def use_checkpoint_templates(training_args: SocioReasonerConfig, model: str) -> 
         if name in saved and getattr(training_args, name) == default and saved[name] != default:
             logger.info("%s: the one saved with %s", name, model)
             setattr(training_args, name, saved[name])
+    if training_args.coord_frame is None and saved.get("coord_frame"):  # the frame its targets were written in
+        training_args.coord_frame = saved["coord_frame"]
 
 
 def preflight(training_args: SocioReasonerConfig, model_args: ModelConfig) -> str | None:
@@ -84,9 +86,10 @@ def main(script_args: ScriptArguments, training_args: SocioReasonerConfig, model
     check_launch(training_args)  # a DeepSpeed launch accelerate mislabels stops here, in one line
     try:
         checkpoint = preflight(training_args, model_args)
+        use_checkpoint_templates(training_args, model_args.model_name_or_path)
+        check_resume_frame(checkpoint, training_args.coord_frame, model_args.model_name_or_path)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    use_checkpoint_templates(training_args, model_args.model_name_or_path)
     train = load_socioseg(script_args.dataset, script_args.train_split, skip_invalid=script_args.skip_invalid,
                           levels=script_args.levels, max_samples=script_args.max_train_samples)
     evaluation = None

@@ -61,6 +61,34 @@ def test_train_script_takes_the_templates_the_starting_checkpoint_saved(train_sc
     assert cfg.stage2_template.endswith("(the recipe's own)")
 
 
+def test_the_starting_checkpoints_frame_is_kept_and_a_resume_in_another_frame_is_refused(train_script, tiny_models,
+                                                                                            tmp_path):
+    """An SFT start trained in a frame other than its family's keeps it (its targets were written in it); a run
+    resumed from a checkpoint of another frame stops in one line."""
+    from socioreasoner.method.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, save_prompt_templates
+    from socioreasoner.training.checkpoints import CheckpointError, check_resume_frame
+
+    start = tmp_path / "sft"
+    start.mkdir()
+    save_prompt_templates(start, STAGE1_TEMPLATE, STAGE2_TEMPLATE, coord_frame="relative1000")
+    cfg = SocioReasonerConfig(output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False)
+    train_script.use_checkpoint_templates(cfg, str(start))
+    assert cfg.coord_frame == "relative1000"
+    explicit = SocioReasonerConfig(output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False, coord_frame="absolute")
+    train_script.use_checkpoint_templates(explicit, str(start))
+    assert explicit.coord_frame == "absolute"  # the recipe's own wins
+
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    save_prompt_templates(checkpoint, STAGE1_TEMPLATE, STAGE2_TEMPLATE, coord_frame="absolute")
+    policy = str(tiny_models["qwen2_5_vl"])  # an absolute-frame family
+    check_resume_frame(str(checkpoint), None, policy)
+    check_resume_frame(str(checkpoint), "absolute", policy)
+    check_resume_frame(None, "relative1000", policy)  # a fresh run
+    with pytest.raises(CheckpointError, match="trained in the absolute coordinate frame, this run's is relative1000"):
+        check_resume_frame(str(checkpoint), "relative1000", policy)
+
+
 STAGE1_TEXTS = [
     '<think>a</think><answer>[{"bbox_2d": [0, 0, 10, 10]}]</answer>',
     "garbage",

@@ -212,3 +212,19 @@ def load_model_weights(model, checkpoint: str | Path) -> int:
 __all__ = ["CheckpointError", "incomplete_reason", "latest_complete", "load_model_weights", "resolve_resume",
            "checkpoints_in", "weight_files"]
 
+
+
+def check_resume_frame(checkpoint: str | None, coord_frame: str | None, model: str) -> None:
+    """Refuse to resume a checkpoint trained in another coordinate frame than this run's (`coord_frame`, or the
+    family's of `model` when the recipe leaves it open): its policy would answer in one frame and be rewarded in
+    the other. Checkpoints that recorded no frame (older ones) pass."""
+    if checkpoint is None:
+        return
+    from socioreasoner.method.prompts import load_prompt_templates
+    from socioreasoner.models.backbones import frame_of_model
+
+    saved = (load_prompt_templates(checkpoint) or {}).get("coord_frame")
+    frame = coord_frame or (frame_of_model(model) or {}).get("coord_frame")
+    if saved and frame and saved != frame:
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint}: trained in the {saved} coordinate frame, this "
+                              f"run's is {frame}; set coord_frame: {saved}, or use a fresh output_dir")
