@@ -1,4 +1,4 @@
-"""Evaluate a policy on SocioSeg-format data: gIoU / cIoU overall and per level, stage 1 vs final.
+"""Evaluate a policy on SocioSeg-format data: gIoU / cIoU / F1 overall and per level, stage 1 vs final.
 
     make eval                                   # the default model on SocioSeg test (recipes/eval.yaml)
     make eval-toy                               # the tiny model on the toy city, offline
@@ -9,7 +9,8 @@
 Outputs in --out: `per_sample.jsonl` (the journal: one line per finished sample, appended
 atomically — re-running skips those, and drops and recomputes a torn line; `--overwrite` starts
 over), `eval_settings.json` (what determines the results: resuming with other settings is an
-error), `per_sample.csv`, `metrics.json`, `metrics.md`, `masks/<stem>.png` (the id, or a safe
+error), `per_sample.csv`, `metrics.json`, `metrics.md`, `table.md` (the paper's layout: levels x cIoU / gIoU /
+F1, the run's final and stage-1 rows; `--compare-paper` adds the paper's), `masks/<stem>.png` (the id, or a safe
 stem for ids that are not plain file names: the journal's `mask_file`) and `grid.png`
 (best / worst / random samples). Every metric in `metrics.json` is recomputed from the journal.
 """
@@ -33,10 +34,9 @@ from socioreasoner.data import load_socioseg, skipped_invalid
 from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference.evaluation import (
     compute_metrics,
-    metrics_markdown,
     sample_record,
     visual_grid,
-    write_csv,
+    write_reports,
 )
 from socioreasoner.inference.predictor import DEFAULT_MODEL, Predictor
 from socioreasoner.inference.vllm_backend import require_vllm, resolve_backend
@@ -44,7 +44,6 @@ from socioreasoner.io import (
     append_jsonl,
     atomic_save_image,
     atomic_write_json,
-    atomic_write_text,
     check_writable_dir,
     mask_image,
     read_jsonl,
@@ -72,6 +71,7 @@ DEFAULTS = {
     "coord_frame": None,  # None: the policy family's (backbones.BACKBONES), or what its checkpoint recorded
     # hf: transformers' generate; vllm: vLLM (loaded once); auto: vllm with the GPU extra on a GPU, else hf
     "backend": "hf", "vllm_gpu_memory_utilization": 0.5,
+    "compare_paper": False,  # table.md also lists the paper's published rows
 }
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
@@ -203,10 +203,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "decoding": decoding(config), "prompts": config["prompts"], "parse": config["parse"],
             "gt_box_frame": config["gt_box_frame"], "coord_frame": config["coord_frame"], "backend": config["backend"],
             "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
-    report = {**meta, **metrics}
-    atomic_write_json(out / "metrics.json", report)
-    atomic_write_text(out / "metrics.md", metrics_markdown(metrics, meta))
-    write_csv(out / "per_sample.csv", records)
+    report = write_reports(out, meta, metrics, records, config["compare_paper"])
     grid = visual_grid(dataset, records, out, config["grid_size"], config["seed"])
     if grid is not None:
         atomic_save_image(out / "grid.png", grid)
@@ -254,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-gpu-memory-utilization", type=float,
                         help="with --backend vllm on a GPU: the fraction of GPU memory vLLM may take (default 0.5; "
                              "SAM2 and the rest share the remainder)")
+    parser.add_argument("--compare-paper", action="store_true", default=None,
+                        help="table.md (the paper's layout) also lists the paper's published rows beside this run")
     parser.add_argument("--skip-invalid", action="store_true", default=None,
                         help="skip invalid samples (counted in metrics.json) instead of stopping at the first")
     parser.add_argument("--max-image-pixels", type=int,
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     overall = report["final"]["overall"]
-    print(f"gIoU {100 * overall['giou']:.1f}  cIoU {100 * overall['ciou']:.1f}  "
+    print(f"gIoU {100 * overall['giou']:.1f}  cIoU {100 * overall['ciou']:.1f}  F1 {100 * overall['f1']:.1f}  "
           f"(stage 1: gIoU {100 * report['stage1']['overall']['giou']:.1f})  n={report['num_samples']}  "
           f"-> {report['out']}/")
     return 0

@@ -15,6 +15,7 @@ from socioreasoner.data import mask_to_array
 from socioreasoner.evaluate import compute_metrics, evaluate
 from socioreasoner.inference.geo import Georef, mask_to_geojson, rasterize_geojson
 from socioreasoner.inference.predictor import Predictor
+from socioreasoner.method.instances import f1_from_counts, instance_counts
 from socioreasoner.method.metrics import giou
 from socioreasoner.method.pipeline import PromptSettings, Sample
 from socioreasoner.predict import main as predict_main
@@ -182,6 +183,13 @@ def test_evaluate_writes_outputs_and_metrics_recompute_from_csv(tiny_models, toy
     for r in rows:
         mask = mask_to_array(Image.open(out / "masks" / f"{r['id']}.png"))
         assert mask.shape == (160, 160)
+        # the journal's instance counts are the saved mask's against the ground truth
+        gt = mask_to_array(Image.open(toy_city / "val" / r["id"] / "mask.png"))
+        assert [int(r[f"instances_{k}"]) for k in ("tp", "fp", "fn")] == list(instance_counts(mask, gt))
+    tp, fp, fn = (sum(int(r[f"instances_{k}"]) for r in rows) for k in ("tp", "fp", "fn"))
+    assert metrics["final"]["overall"]["f1"] == pytest.approx(f1_from_counts(tp, fp, fn))
+    assert metrics["table"][report["model"]]["overall"][2] == round(100 * metrics["final"]["overall"]["f1"], 1)
+    assert "All F1" in (out / "table.md").read_text()
 
 
 def test_evaluate_resumes_without_recomputing(tiny_models, toy_city, tmp_path, predictor):

@@ -318,3 +318,36 @@ def test_stage2_rewards_stay_in_range(text, stage1, seed):
     pred, gt = rng.random((8, 8)) > 0.5, rng.random((8, 8)) > 0.5
     r = stage2_rewards(text, stage1, pred, gt)
     assert 0.0 <= r["format"] <= 2.0 and 0.0 <= r["points"] <= 1.0 and 0.0 <= r["mask_iou"] <= 1.0
+
+
+def test_the_points_reward_peaks_at_the_configured_count():
+    """The paper's 1/2/3-point ablation: µ moves the peak; exp(-(n - µ)²/8) per object, averaged over objects."""
+    import math
+
+    from socioreasoner.method.rewards import stage2_points_reward
+
+    def answer(*counts):
+        objs = [{"bbox_2d": [0, 0, 9, 9], "points": [[1, 1]] * n} for n in counts]
+        return f"<think>t</think><answer>{json.dumps(objs)}</answer>"
+
+    for ideal in (1, 2, 3):
+        values = {n: stage2_points_reward(answer(n), ideal) for n in range(0, 6)}
+        assert max(values, key=values.get) == ideal and values[ideal] == 1.0
+        assert values[ideal + 1] == pytest.approx(math.exp(-1 / 8))
+    assert stage2_points_reward(answer(1, 3), 1) == pytest.approx((1 + math.exp(-4 / 8)) / 2)
+    assert stage2_points_reward(answer(3), 3) == 1.0 and stage2_points_reward(answer(3)) == pytest.approx(
+        math.exp(-1 / 8))  # the default is the reference's µ = 2
+
+
+def test_points_ideal_reaches_the_trainers_reward_and_is_checked(tmp_path):
+    from socioreasoner.training.config import SocioReasonerConfig
+    from socioreasoner.training.trl_rewards import Stage2Points
+
+    three = Stage2Points(3)
+    text = '<think>t</think><answer>[{"bbox_2d": [0, 0, 9, 9], "points": [[1, 1], [2, 2], [3, 3]]}]</answer>'
+    completions = [[{"role": "assistant", "content": text}]]
+    assert three(None, completions, stage=[2]) == [1.0] and Stage2Points()(None, completions, stage=[2])[0] < 1.0
+    assert three.__name__ == "stage2_points"  # the name TRL logs the reward under
+    assert SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, points_ideal=3).points_ideal == 3
+    with pytest.raises(ValueError, match="points_ideal 0"):
+        SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, points_ideal=0)

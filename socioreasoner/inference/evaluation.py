@@ -1,6 +1,6 @@
-"""An evaluation's records and reports: one record per sample (IoU, stage-1 IoU, intersections and unions), the
-split's metrics per task level (gIoU, cIoU), and the files a run writes from them (metrics.md, per_sample.csv,
-the visual grid)."""
+"""An evaluation's records and reports: one record per sample (IoU, stage-1 IoU, intersections and unions, instance
+counts), the split's metrics per task level (gIoU, cIoU, F1), and the files a run writes from them (metrics.json,
+metrics.md, table.md, per_sample.csv, the visual grid)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from socioreasoner.data import mask_to_array
-from socioreasoner.io import (
-    atomic_write_text,
-    safe_file_stem,
-)
-from socioreasoner.method.metrics import (
-    MetricAccumulator,
-    intersection_union,
-    iou_from_counts,
-)
+from socioreasoner.inference.paper_table import PAPER_ROWS, run_rows, table_markdown
+from socioreasoner.io import atomic_write_json, atomic_write_text, safe_file_stem
+from socioreasoner.method.instances import instance_counts
+from socioreasoner.method.metrics import MetricAccumulator, intersection_union, iou_from_counts
 from socioreasoner.method.render import side_by_side
 from socioreasoner.method.rewards import (
     reward_gt_boxes,
@@ -32,7 +27,7 @@ from socioreasoner.method.rewards import (
 )
 
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
-              "stage1_union", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
+              "stage1_union", "instances_tp", "instances_fp", "instances_fn", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
               "stage2_format", "stage2_points", "seconds"]
 
 
@@ -43,6 +38,8 @@ def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "r
     gt = mask_to_array(row["mask_label"])
     inter, union = intersection_union(prediction.final.mask, gt)
     s1_inter, s1_union = intersection_union(prediction.stage1.mask, gt)
+    tp, fp, fn = instance_counts(prediction.final.mask, gt)
+    s1_tp, s1_fp, s1_fn = instance_counts(prediction.stage1.mask, gt)
     gt_boxes = reward_gt_boxes(row["gt_boxes"], prediction.sample.frame, gt_box_frame)
     stage1_boxes = prediction.stage1.boxes
     stage1 = stage1_rewards(prediction.stage1_text, gt_boxes, prediction.sample.frame.pixels_per_unit)
@@ -50,6 +47,8 @@ def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "r
         "id": row["id"], "level": row["level"], "problem": row["problem"],
         "iou": iou_from_counts(inter, union, empty_rule), "stage1_iou": iou_from_counts(s1_inter, s1_union, empty_rule),
         "intersection": inter, "union": union, "stage1_intersection": s1_inter, "stage1_union": s1_union,
+        "instances_tp": tp, "instances_fp": fp, "instances_fn": fn,
+        "stage1_instances_tp": s1_tp, "stage1_instances_fp": s1_fp, "stage1_instances_fn": s1_fn,
         "num_gt": len(gt_boxes), "num_stage1": len(stage1_boxes), "num_final": len(prediction.final.parsed.objects),
         "stage1_format": stage1["format"], "stage1_count": stage1["count"], "stage1_box": stage1["box"],
         "stage2_format": stage2_format_reward(prediction.stage2_text, prediction.stage1.answer),
@@ -65,8 +64,8 @@ def compute_metrics(records: list[dict], empty_rule: str) -> dict:
     """gIoU / cIoU (overall, per level, stage 1 and final) and mean reward components from the records."""
     acc = MetricAccumulator(empty_rule)
     for r in records:
-        acc.add_counts(r["level"], "final", r["intersection"], r["union"])
-        acc.add_counts(r["level"], "stage1", r["stage1_intersection"], r["stage1_union"])
+        acc.add_counts(r["level"], "final", r["intersection"], r["union"], _instances(r, ""))
+        acc.add_counts(r["level"], "stage1", r["stage1_intersection"], r["stage1_union"], _instances(r, "stage1_"))
     summary = acc.summary()
     summary["rewards"] = {key: float(np.mean([r[key] for r in records])) if records else math.nan
                           for key in ("stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points")}
@@ -74,20 +73,49 @@ def compute_metrics(records: list[dict], empty_rule: str) -> dict:
     return summary
 
 
+def _instances(record: dict, prefix: str) -> tuple[int, int, int] | None:
+    """A record's (TP, FP, FN); None for a record journaled before F1 was counted."""
+    keys = [f"{prefix}instances_{k}" for k in ("tp", "fp", "fn")]
+    return tuple(record[k] for k in keys) if all(k in record for k in keys) else None
+
+
+def _percent(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
 def metrics_markdown(metrics: dict, meta: dict) -> str:
     lines = [f"# Evaluation: {meta['model']} on {meta['dataset']} / {meta['split']}", "",
              f"{meta['num_samples']} samples, {meta['date']}. Empty-prediction-and-empty-GT counts as IoU "
              f"{1 if meta['empty_rule'] == 'one' else 0} (`empty_rule={meta['empty_rule']}`).", "",
-             "| subset | n | gIoU | cIoU | stage-1 gIoU | stage-1 cIoU |", "|---|---|---|---|---|---|"]
+             "| subset | n | gIoU | cIoU | F1 | stage-1 gIoU | stage-1 cIoU | stage-1 F1 |",
+             "|---|---|---|---|---|---|---|---|"]
     final_groups = metrics.get("final", {})
     for key in sorted(final_groups, key=lambda k: (k != "overall", k)):
         final = final_groups[key]
         stage1 = metrics.get("stage1", {}).get(key, {})
-        lines.append(f"| {key} | {final['n']} | {100 * final['giou']:.1f} | {100 * final['ciou']:.1f} | "
-                     f"{100 * stage1.get('giou', math.nan):.1f} | {100 * stage1.get('ciou', math.nan):.1f} |")
+        cells = [final.get(m) for m in ("giou", "ciou", "f1")] + [stage1.get(m) for m in ("giou", "ciou", "f1")]
+        lines.append(f"| {key} | {final['n']} | " + " | ".join(_percent(v) for v in cells) + " |")
     lines += ["", "| reward component (mean) | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in metrics["rewards"].items()]
     return "\n".join(lines) + "\n"
+
+
+def write_reports(out: Path, meta: dict, metrics: dict, records: list[dict], compare_paper: bool = False) -> dict:
+    """metrics.json (with the paper-layout rows under "table"), metrics.md, table.md and per_sample.csv; returns
+    what metrics.json holds."""
+    rows = run_rows(str(meta["model"]), metrics)
+    report = {**meta, **metrics, "table": {k: {level: list(v) for level, v in levels.items()}
+                                           for k, levels in rows.items()}}
+    atomic_write_json(out / "metrics.json", report)
+    atomic_write_text(out / "metrics.md", metrics_markdown(metrics, meta))
+    note = (f"{meta['num_samples']} samples of {meta['dataset']} / {meta['split']}; F1: instances matched at IoU > "
+            "0.5 (docs/evaluation.md).")
+    if compare_paper:
+        rows.update(PAPER_ROWS)
+        note += " The paper's rows are its published numbers on SocioSeg test."
+    atomic_write_text(out / "table.md", table_markdown(rows, note))
+    write_csv(out / "per_sample.csv", records)
+    return report
 
 
 def write_csv(path: Path, records: list[dict]) -> None:

@@ -1,4 +1,5 @@
-"""Segmentation metrics: per-sample IoU, gIoU (mean IoU) and cIoU (Σ intersection / Σ union).
+"""Segmentation metrics: per-sample IoU, gIoU (mean IoU), cIoU (Σ intersection / Σ union) and instance F1
+(`instances`: components matched at IoU > 0.5, over the summed counts).
 
 Peers disagree on a sample whose prediction and ground truth are both empty: LISA and the
 reference evaluation count it as IoU 1, Seg-Zero and the reference *reward* as 0. Here it is
@@ -13,6 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from socioreasoner.method.instances import f1_from_counts, instance_counts
 
 EMPTY_RULES = {"one": 1.0, "zero": 0.0}
 
@@ -55,6 +58,7 @@ def ciou(intersections, unions, empty_rule: str = "one") -> float:
 class _Counts:
     inter: list = field(default_factory=list)
     union: list = field(default_factory=list)
+    instances: list = field(default_factory=list)  # (TP, FP, FN) per sample; None where not counted
 
 
 class MetricAccumulator:
@@ -65,11 +69,13 @@ class MetricAccumulator:
         self.empty_rule = empty_rule
         self._stages: dict[str, dict[str, _Counts]] = defaultdict(lambda: defaultdict(_Counts))
 
-    def add_counts(self, level: str | None, stage: str, intersection: int, union: int) -> None:
+    def add_counts(self, level: str | None, stage: str, intersection: int, union: int,
+                   instances: tuple[int, int, int] | None = None) -> None:
         for key in ("overall", level) if level else ("overall",):
             counts = self._stages[stage][key]
             counts.inter.append(intersection)
             counts.union.append(union)
+            counts.instances.append(None if instances is None else tuple(instances))
 
     def add(self, final_mask, gt_mask, level: str | None = None, stage1_mask=None) -> dict:
         """Add one sample; returns its IoUs (`iou`, and `stage1_iou` when given)."""
@@ -78,13 +84,20 @@ class MetricAccumulator:
             if mask is None:
                 continue
             inter, union = intersection_union(mask, gt_mask)
-            self.add_counts(level, stage, inter, union)
+            self.add_counts(level, stage, inter, union, instance_counts(mask, gt_mask))
             result["iou" if stage == "final" else "stage1_iou"] = iou_from_counts(inter, union, self.empty_rule)
         return result
 
     def _report(self, counts: _Counts) -> dict:
         ious = [iou_from_counts(i, u, self.empty_rule) for i, u in zip(counts.inter, counts.union)]
-        return {"giou": giou(ious), "ciou": ciou(counts.inter, counts.union, self.empty_rule), "n": len(ious)}
+        report = {"giou": giou(ious), "ciou": ciou(counts.inter, counts.union, self.empty_rule), "n": len(ious)}
+        # instance F1 over the summed counts; None when a sample was not counted (a journal from before F1)
+        if all(c is not None for c in counts.instances):
+            tp, fp, fn = (sum(c[i] for c in counts.instances) for i in range(3))
+            report["f1"] = f1_from_counts(tp, fp, fn, check_empty_rule(self.empty_rule))
+        else:
+            report["f1"] = None
+        return report
 
     def summary(self) -> dict:
         """{"empty_rule", "final": {"overall": {...}, "name": {...}, ...}, "stage1": {...}}."""

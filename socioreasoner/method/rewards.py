@@ -212,25 +212,26 @@ def stage2_format_reward(completion: str, stage1_answer: str) -> float:
     return _structure(completion) + fraction
 
 
-def _points_term(n: int) -> float:
-    """exp(-(n - 2)² / (2·2²)) for an object with n points: about two points is ideal."""
-    return math.exp(-((n - POINTS_IDEAL) ** 2) / (2 * POINTS_SIGMA ** 2))
+def _points_term(n: int, ideal: int = POINTS_IDEAL) -> float:
+    """exp(-(n - µ)² / (2·2²)) for an object with n points: about µ points (the reference's 2) is ideal."""
+    return math.exp(-((n - ideal) ** 2) / (2 * POINTS_SIGMA ** 2))
 
 
-def _stage2_points(data) -> float:
+def _stage2_points(data, ideal: int = POINTS_IDEAL) -> float:
     total = 0.0
     for item in data:
         if "points" not in item:  # Python's `in`: keys of an object, a substring of a string, an item of a list
             continue
-        total += _points_term(len(item["points"]))
+        total += _points_term(len(item["points"]), ideal)
     return total / len(data) if data else 0.0
 
 
-def stage2_points_reward(completion: str) -> float:
-    """Σ exp(-(n - 2)²/8) over the items that have `points` (n = its length), / the number of items; 0 for an
-    empty answer, no tag, invalid JSON, or an error."""
+def stage2_points_reward(completion: str, ideal: int = POINTS_IDEAL) -> float:
+    """Σ exp(-(n - µ)²/8) over the items that have `points` (n = its length, µ = `ideal`: 2 as the reference, 1 or
+    3 for the paper's point-count ablation), / the number of items; 0 for an empty answer, no tag, invalid JSON,
+    or an error."""
     ok, data = answer_json(completion)
-    return _component(0.0, _stage2_points, data) if ok else 0.0
+    return _component(0.0, _stage2_points, data, ideal) if ok else 0.0
 
 
 def mask_iou_reward(pred_mask, gt_mask) -> float:

@@ -53,6 +53,9 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "Weights of stage-1 format, count, box rewards."})
     stage2_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
         "help": "Weights of stage-2 format, points, mask IoU rewards."})
+    points_ideal: int = field(default=2, metadata={
+        "help": "µ, the point count per object the stage-2 points reward peaks at (exp(-(n - µ)²/8)): 2 as the "
+                "reference; 1 or 3 for the paper's 1/2/3-point refinement ablation."})
 
     def __post_init__(self):
         # the templates and the {boxes} mode, checked by the object the trainer builds from them
@@ -61,6 +64,8 @@ class SocioReasonerConfig(GRPOConfig):
         check_gt_box_frame(self.gt_box_frame)
         if self.coord_frame is not None:
             check_coord_frame(self.coord_frame)
+        if not isinstance(self.points_ideal, int) or not 1 <= self.points_ideal <= 8:
+            raise ValueError(f"points_ideal {self.points_ideal!r}: expected an integer from 1 to 8")
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
         if self.reward_weights is None:

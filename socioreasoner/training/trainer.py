@@ -54,7 +54,7 @@ from socioreasoner.training.stage_batch import (
     stage2_row,
     training_dataset,
 )
-from socioreasoner.training.trl_rewards import STAGE1_REWARDS, STAGE2_TEXT_REWARDS, Stage2MaskIoU
+from socioreasoner.training.trl_rewards import STAGE1_REWARDS, Stage2MaskIoU, Stage2Points, stage2_format
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -101,7 +101,8 @@ class SocioReasonerTrainer(GRPOTrainer):
         warn_if_prompt_opens_think(processing_class, **(args.chat_template_kwargs or {}))
         self.segmenter = segmenter
         self._embeddings = {}
-        reward_funcs = [*STAGE1_REWARDS, *STAGE2_TEXT_REWARDS, Stage2MaskIoU(self._final_mask_ious)]
+        reward_funcs = [*STAGE1_REWARDS, stage2_format, Stage2Points(args.points_ideal),
+                        Stage2MaskIoU(self._final_mask_ious)]
         super().__init__(
             model=model, reward_funcs=reward_funcs, args=args, processing_class=processing_class,
             train_dataset=training_dataset(train_dataset, self.settings, args.gt_box_frame),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from socioreasoner.method.rewards import (
+    POINTS_IDEAL,
     clean_completion,
     stage1_box_reward,
     stage1_count_reward,
@@ -72,8 +73,19 @@ def stage2_format(prompts, completions, **columns):
         prompts, completions, **columns)
 
 
-def stage2_points(prompts, completions, **columns):
-    return _per_row(2, lambda text, row: stage2_points_reward(text))(prompts, completions, **columns)
+class Stage2Points:
+    """The stage-2 points reward, peaking at `ideal` points per object (`points_ideal`; the reference's 2)."""
+
+    __name__ = "stage2_points"
+
+    def __init__(self, ideal: int = POINTS_IDEAL):
+        self.ideal = ideal
+
+    def __call__(self, prompts, completions, **columns):
+        return _per_row(2, lambda text, row: stage2_points_reward(text, self.ideal))(prompts, completions, **columns)
+
+
+stage2_points = Stage2Points()
 
 
 class Stage2MaskIoU:

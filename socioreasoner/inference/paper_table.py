@@ -1,0 +1,47 @@
+"""The paper's results table: rows are runs, columns are the task levels (Socio-name, Socio-class, Socio-function)
+and All, each as cIoU / gIoU / F1 in percent (the paper's Table 1 layout), and the paper's published rows to put
+a run beside (SocioSeg test, Qwen2.5-VL-3B base; numbers as the paper prints them, SPEC *Published numbers*).
+
+A run gives two rows: its final masks, and its stage-1 (box-only) masks, which is the paper's "w/o refinement"
+ablation measured on the same completions."""
+
+from __future__ import annotations
+
+LEVEL_COLUMNS = (("name", "Socio-name"), ("class", "Socio-class"), ("function", "Socio-function"), ("overall", "All"))
+METRIC_ORDER = ("ciou", "giou", "f1")
+
+# (cIoU, gIoU, F1) per level; the paper gives per-level numbers for its own method only
+PAPER_ROWS = {
+    "SocioReasoner (paper, Table 1)": {"name": (52.6, 55.7, 64.6), "class": (47.6, 52.8, 60.1),
+                                       "function": (40.6, 46.9, 50.3), "overall": (47.9, 52.8, 59.7)},
+    "VisionReasoner (paper, Table 1)": {"overall": (44.0, 48.5, 54.3)},
+    "RemoteReasoner (paper, Table 1)": {"overall": (43.2, 47.7, 53.3)},
+    "Seg-R1 (paper, Table 1)": {"overall": (41.0, 45.0, 45.2)},
+    "SegEarth-R1 (paper, Table 1)": {"overall": (38.3, 44.1, 48.4)},
+    "w/o reflection: single stage (paper, ablation)": {"overall": (44.0, 48.5, 54.3)},
+    "w/o refinement: stage 1 only (paper, ablation)": {"overall": (46.4, 50.8, 57.5)},
+}
+
+
+def run_rows(name: str, metrics: dict) -> dict[str, dict]:
+    """The table rows of one evaluation's metrics: `name` (final masks) and `name` + stage 1 only."""
+    rows = {}
+    for label, stage in ((name, "final"), (f"{name}, stage 1 only (w/o refinement)", "stage1")):
+        groups = metrics.get(stage, {})
+        rows[label] = {level: tuple(None if groups[level].get(m) is None else round(100 * groups[level][m], 1)
+                                    for m in METRIC_ORDER)
+                       for level, _ in LEVEL_COLUMNS if level in groups}
+    return rows
+
+
+def table_markdown(rows: dict[str, dict], note: str = "") -> str:
+    """Markdown table in the paper's layout; a missing number is a dash."""
+    header = "| run | " + " | ".join(f"{title} cIoU | {title} gIoU | {title} F1" for _, title in LEVEL_COLUMNS) + " |"
+    lines = [header, "|---" * (1 + 3 * len(LEVEL_COLUMNS)) + "|"]
+    for label, levels in rows.items():
+        cells = []
+        for level, _ in LEVEL_COLUMNS:
+            values = levels.get(level, (None, None, None))
+            cells += ["–" if v is None else f"{v:.1f}" for v in values]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
