@@ -31,9 +31,11 @@ import yaml
 from tqdm import tqdm
 
 from socioreasoner.data import load_socioseg, skipped_invalid
+from socioreasoner.data.map_swap import swap_maps
 from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference.evaluation import (
     compute_metrics,
+    decoding,
     sample_record,
     visual_grid,
     write_reports,
@@ -72,12 +74,12 @@ DEFAULTS = {
     # hf: transformers' generate; vllm: vLLM (loaded once); auto: vllm with the GPU extra on a GPU, else hf
     "backend": "hf", "vllm_gpu_memory_utilization": 0.5,
     "compare_paper": False,  # table.md also lists the paper's published rows
-}
+    "map_dir": None}  # another folder of map tiles with the same ids (the paper's OOD map-style test)
 # The settings that determine a sample's result: a journal is only resumed with the same ones
 RESULT_SETTINGS = ("model", "sam", "dataset", "split", "empty_rule", "temperature", "top_p", "top_k",
                    "max_new_tokens", "min_pixels", "max_pixels", "levels", "seed", "prompts", "parse",
-                   "gt_box_frame", "backend", "coord_frame")
-LEGACY_SETTINGS = {"backend": "hf", "coord_frame": "absolute"}  # what a journal written before a setting existed was run with
+                   "gt_box_frame", "backend", "coord_frame", "map_dir")
+LEGACY_SETTINGS = {"backend": "hf", "coord_frame": "absolute", "map_dir": None}  # what a journal written before a setting existed was run with
 SETTINGS_FILE = "eval_settings.json"
 
 def check_config(config: dict) -> None:
@@ -117,19 +119,11 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     (out / "masks").mkdir(exist_ok=True)
 
 
-def decoding(config: dict) -> dict:
-    """How completions were decoded, as recorded in metrics.json."""
-    if config["temperature"] is None:
-        return {"mode": "greedy", "max_new_tokens": config["max_new_tokens"]}
-    return {"mode": "sample", "temperature": config["temperature"], "top_p": config["top_p"] or 1.0,
-            "top_k": config["top_k"] or 0, "seed": config["seed"], "max_new_tokens": config["max_new_tokens"],
-            "samples_per_query": 1}
-
-
 def check_settings(out: Path, config: dict, journal: Path) -> None:
     """Record the result-determining settings; refuse to resume a journal written with other ones."""
     current = {key: config[key] for key in RESULT_SETTINGS}
     current["dataset"], current["levels"] = str(current["dataset"]), current["levels"] and str(current["levels"])
+    current["map_dir"] = current["map_dir"] and str(current["map_dir"])
     path = out / SETTINGS_FILE
     if path.exists() and journal.exists():
         try:
@@ -167,6 +161,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     dataset = load_socioseg(config["dataset"], config["split"], levels=config["levels"],
                             max_samples=config["max_samples"], skip_invalid=config["skip_invalid"],
                             max_image_pixels=config["max_image_pixels"])
+    dataset = swap_maps(dataset, config["map_dir"], config["max_image_pixels"]) if config["map_dir"] else dataset
     torn = repair_jsonl(journal)
     if torn:
         logger.warning("%s: dropped %d torn record(s); their samples are evaluated again", journal, torn)
@@ -202,7 +197,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
             "decoding": decoding(config), "prompts": config["prompts"], "parse": config["parse"],
             "gt_box_frame": config["gt_box_frame"], "coord_frame": config["coord_frame"], "backend": config["backend"],
-            "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"]}
+            "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"],
+            "map_dir": config["map_dir"] and str(config["map_dir"])}
     report = write_reports(out, meta, metrics, records, config["compare_paper"])
     grid = visual_grid(dataset, records, out, config["grid_size"], config["seed"])
     if grid is not None:
@@ -251,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-gpu-memory-utilization", type=float,
                         help="with --backend vllm on a GPU: the fraction of GPU memory vLLM may take (default 0.5; "
                              "SAM2 and the rest share the remainder)")
+    parser.add_argument("--map-dir", help="evaluate with these map tiles (DIR/<id>.png, same sizes) in place of the "
+                        "dataset's: the paper's OOD map-style test")
     parser.add_argument("--compare-paper", action="store_true", default=None,
                         help="table.md (the paper's layout) also lists the paper's published rows beside this run")
     parser.add_argument("--skip-invalid", action="store_true", default=None,

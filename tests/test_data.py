@@ -264,3 +264,29 @@ def test_boxes_to_mask_is_the_inverse_of_mask_to_boxes_for_rectangles():
     assert mask.dtype == bool and mask.sum() == 9 * 8 + 15 * 10  # corners inclusive
     assert mask_to_boxes(mask) == boxes
     assert not boxes_to_mask((5, 5), []).any()
+
+
+def test_map_tiles_of_the_same_ids_replace_the_maps_and_gaps_are_named(toy_city, tmp_path):
+    """The paper's OOD map-style test: `--map-dir` tiles (same ids, same sizes) replace the maps; a missing tile or
+    one of another size is one error naming it, before anything runs."""
+    from socioreasoner.data.map_swap import swap_maps
+
+    data = load_socioseg(str(toy_city), "val")
+    tiles = tmp_path / "google"
+    tiles.mkdir()
+    for row in data:
+        Image.new("RGB", row["sat_image"].size, (7, 8, 9)).save(tiles / f"{row['id']}.png")
+    swapped = swap_maps(data, tiles)
+    assert all(np.array_equal(np.asarray(r["map_image"])[0, 0], [7, 8, 9]) for r in swapped)
+    assert [r["id"] for r in swapped] == data["id"]
+    assert all(np.array_equal(np.asarray(a["sat_image"]), np.asarray(b["sat_image"])) for a, b in zip(data, swapped))
+
+    first = data["id"][0]
+    (tiles / f"{first}.png").unlink()
+    with pytest.raises(ValueError, match=rf"no map tile for 1 of {len(data)} sample\(s\), e.g. '{first}'"):
+        swap_maps(data, tiles)
+    Image.new("RGB", (40, 40)).save(tiles / f"{first}.jpg")
+    with pytest.raises(ValueError, match=rf"{first}.jpg: 40x40, but the satellite image"):
+        swap_maps(data, tiles)
+    with pytest.raises(ValueError, match="not a directory"):
+        swap_maps(data, tmp_path / "nowhere")

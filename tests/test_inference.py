@@ -210,6 +210,36 @@ def test_evaluate_resumes_without_recomputing(tiny_models, toy_city, tmp_path, p
     assert predictor.num_generate_calls - calls == 4          # --overwrite starts over
 
 
+def test_evaluate_with_other_map_tiles_records_them_and_never_mixes_journals(tiny_models, toy_city, tmp_path,
+                                                                             predictor):
+    """`map_dir` (the OOD map-style test): the policy is prompted with the tiles, metrics.json says which, and a
+    journal of the dataset's own maps is not resumed with other tiles."""
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for sample in (toy_city / "val").iterdir():
+        Image.open(sample / "sat.png").convert("L").convert("RGB").save(tiles / f"{sample.name}.png")
+    seen = []
+    generate = predictor.generate
+
+    def recording(messages):
+        seen.extend(np.asarray(p["image"]) for m in messages[0] for p in m["content"] if p.get("type") == "image")
+        return generate(messages)
+
+    predictor.generate = recording
+    try:
+        report = evaluate(eval_config(tiny_models, toy_city, tmp_path / "ood", map_dir=str(tiles), max_samples=1),
+                          predictor=predictor)
+    finally:
+        predictor.generate = generate
+    assert report["map_dir"] == str(tiles)
+    first_map = seen[0]  # stage 1 shows [map, satellite]: the map is the grey tile now
+    assert np.array_equal(first_map[..., 0], first_map[..., 1]) and np.array_equal(first_map[..., 1], first_map[..., 2])
+    out = tmp_path / "own"
+    evaluate(eval_config(tiny_models, toy_city, out, max_samples=1), predictor=predictor)
+    with pytest.raises(ValueError, match="map_dir"):
+        evaluate(eval_config(tiny_models, toy_city, out, map_dir=str(tiles)), predictor=predictor)
+
+
 def test_torn_journal_line_is_ignored(tiny_models, toy_city, tmp_path, predictor):
     out = tmp_path / "torn"
     evaluate(eval_config(tiny_models, toy_city, out, max_samples=2), predictor=predictor)

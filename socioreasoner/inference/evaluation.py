@@ -32,6 +32,15 @@ CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "un
 
 
 
+def decoding(config: dict) -> dict:
+    """How completions were decoded, as recorded in metrics.json."""
+    if config["temperature"] is None:
+        return {"mode": "greedy", "max_new_tokens": config["max_new_tokens"]}
+    return {"mode": "sample", "temperature": config["temperature"], "top_p": config["top_p"] or 1.0,
+            "top_k": config["top_k"] or 0, "seed": config["seed"], "max_new_tokens": config["max_new_tokens"],
+            "samples_per_query": 1}
+
+
 def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "reference") -> dict:
     """Everything the report needs about one sample, as a flat JSON record; the reward components are the
     training rewards' (strict, as the reference), whatever parse gave SAM2 its prompts."""
