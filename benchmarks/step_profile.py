@@ -63,11 +63,10 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
     from socioreasoner.data import load_socioseg
     from socioreasoner.data.synthetic import generate_toy_city
     from socioreasoner.method.prompts import load_prompt_templates
+    from socioreasoner.models.backbones import load_policy
     from socioreasoner.models.tiny import build_tiny_models
     from socioreasoner.training.config import SocioReasonerConfig
     from socioreasoner.training.trainer import SocioReasonerTrainer
@@ -83,7 +82,7 @@ def main():
         loss_type="grpo", temperature=0.8, top_k=20, report_to="none", save_strategy="no", logging_steps=1,
         max_pixels=224 * 224, disable_tqdm=True, **(load_prompt_templates(policy) or {}))
     processor = qwen_processor.load_qwen_processor(policy, max_pixels=224 * 224)
-    trainer = SocioReasonerTrainer(model=Qwen2_5_VLForConditionalGeneration.from_pretrained(policy), args=config,
+    trainer = SocioReasonerTrainer(model=load_policy(policy), args=config,
                                    train_dataset=data, processing_class=processor)
 
     generate_calls = [0]

@@ -34,10 +34,11 @@ def image_runs(ids: list[int], pad: int) -> list[int]:
 
 
 def main(argv=None) -> None:
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
 
     from socioreasoner.compat.vllm_prompts import collapse_image_runs
+    from socioreasoner.models.backbones import load_policy
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
     pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     print(f"HF prompt: {len(ids)} tokens, image-token runs {image_runs(ids, pad)}")
 
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = load_policy(args.model, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = model(**encoded).logits[0].float()
     hf_logps = torch.log_softmax(logits[:-1], -1).gather(1, encoded["input_ids"][0, 1:, None])[:, 0]
