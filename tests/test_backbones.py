@@ -183,6 +183,47 @@ def test_a_relative_answer_prompts_sam2_and_draws_the_draft_in_pixels(tiny_model
     assert stage_transition(segmenter, embedding, sample, [wide], lenient)[0].boxes == [[500, 500, 999, 900]]
 
 
+def test_the_same_object_in_both_frames_gives_the_same_mask_iou_and_rewards_on_a_non_square_image():
+    """A 300x180 pair (resized to 308x168 in Qwen2.5-VL's frame, to 288x192 in Qwen3-VL's) and one object: its
+    box written in each frame's own units (rounded to integers, as a model writes them) prompts the same mask,
+    so the same IoU, and earns the same stage-1 and stage-2 rewards. "The same" up to that rounding: the boxes
+    agree within one original pixel, the masks at IoU >= 0.98."""
+    from PIL import Image
+
+    from socioreasoner.method.metrics import mask_iou
+    from socioreasoner.method.rewards import stage2_rewards
+
+    sat = np.full((180, 300, 3), (90, 140, 90), np.uint8)
+    sat[40:130, 60:210] = (200, 80, 60)                                   # the object, 150 x 90 px
+    gt = np.zeros((180, 300), bool)
+    gt[40:130, 60:210] = True
+    image = Image.fromarray(sat)
+    segmenter = make_segmenter("grabcut")
+    embedding = segmenter.encode([image])[0]
+    results = {}
+    bounds = {"max_pixels": 70_000}  # above both frames' sizes: neither is scaled down
+    for name, settings in (("absolute", PromptSettings(**bounds)), ("relative1000", replace(RELATIVE, **bounds))):
+        sample = Sample.from_images("the red parcel", image, image, settings)
+        box = [round(v) for v in sample.frame.box_to_model([60, 40, 209, 129])]
+        points = [[round(v) for v in sample.frame.point_to_model(p)] for p in ([100, 85], [170, 85])]
+        stage1 = f'<think>t</think><answer>[{{"bbox_2d": {box}}}]</answer>'
+        stage2 = f'<think>t</think><answer>[{{"bbox_2d": {box}, "points": {points}}}]</answer>'
+        draft = stage_transition(segmenter, embedding, sample, [stage1], settings)[0]
+        final = final_masks(segmenter, embedding, sample, [stage2], settings)[0]
+        gt_boxes = reward_gt_boxes([[60, 40, 209, 129]], sample.frame)
+        results[name] = {"frame": (sample.frame.w, sample.frame.h), "box": draft.boxes_original[0],
+                         "mask": final.mask, "iou": mask_iou(final.mask, gt),
+                         "stage1": stage1_rewards(stage1, gt_boxes, sample.frame.pixels_per_unit),
+                         "stage2": stage2_rewards(stage2, answer_text(stage1), final.mask, gt)}
+    a, r = results["absolute"], results["relative1000"]
+    assert a["frame"] == (308, 168) and r["frame"] == (288, 192)
+    assert np.allclose(a["box"], r["box"], atol=1.0)
+    assert mask_iou(a["mask"], r["mask"]) >= 0.98 and abs(a["iou"] - r["iou"]) < 0.02 and a["iou"] > 0.9
+    assert a["stage1"] == r["stage1"] and a["stage1"]["box"] == 1.0
+    assert {k: a["stage2"][k] for k in ("format", "points")} == {k: r["stage2"][k] for k in ("format", "points")}
+    assert abs(a["stage2"]["mask_iou"] - r["stage2"]["mask_iou"]) < 0.02
+
+
 # ---------- the whole path on CPU, per family ----------
 
 STAGE1_TEXTS = [
