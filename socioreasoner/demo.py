@@ -267,7 +267,7 @@ def next_commands(out: Path, settings: DemoSettings) -> str:
         f"  socioreasoner predict --map {pair}/map.png --sat {pair}/sat.png --query {shlex.quote(query)} --model {model} "
         f"--sam {SAM} {budget} --out runs/predict",
         f"  socioreasoner evaluate --config recipes/eval_toy.yaml --model {model} --sam {SAM} --dataset {city} "
-        f"--split val {budget} --out runs/eval_demo",
+        f"--split val --batch-size 16 {budget} --out runs/eval_demo",
         f"  socioreasoner app --model {model} --sam {SAM} --dataset {city} --max-pixels {settings.max_pixels}"])
 
 

@@ -27,7 +27,8 @@ def test_giou_and_ciou_on_hand_made_masks():
     s = acc.summary()
     assert s["final"]["overall"]["giou"] == pytest.approx((0.5 + 1 / 3) / 2)
     assert s["final"]["overall"]["ciou"] == pytest.approx(20 / 50)
-    assert s["final"]["name"] == {"giou": 0.5, "ciou": 0.5, "n": 1}
+    # one instance each side at IoU 0.5, not above the match threshold: TP 0, FP 1, FN 1, F1 0
+    assert s["final"]["name"] == {"giou": 0.5, "ciou": 0.5, "f1": 0.0, "n": 1}
     assert s["final"]["class"]["n"] == 1 and "function" not in s["final"]
 
 
