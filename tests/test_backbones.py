@@ -273,7 +273,24 @@ def test_a_qwen3_vl_run_resumes_from_its_checkpoint_with_the_same_weights(tiny_q
 
     policy, out = tiny_qwen3["qwen3_vl"], tmp_path / "run"
     saving = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
-    grpo_trainer(policy, tiny_models, toy_city, out, True, monkeypatch, **saving).train()
+    trainer = grpo_trainer(policy, tiny_models, toy_city, out, True, monkeypatch, **saving)
+    seen, compute_loss = [], trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        seen.append({k: inputs[k] for k in ("prompt_ids", "prompt_mask", "mm_token_type_ids")})
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "compute_loss", recording)
+    trainer.train()
+    # Qwen3-VL's M-RoPE needs mm_token_type_ids (without it generate silently goes text-only): present in both
+    # stages' rows, 1 exactly on the prompt's image-pad tokens, 0 on the completion
+    image_pad = trainer.processing_class.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert seen
+    for batch in seen:
+        prompt_len = batch["prompt_ids"].shape[1]
+        types = batch["mm_token_type_ids"]
+        assert torch.equal(types[:, :prompt_len] == 1, batch["prompt_ids"] == image_pad)
+        assert not types[:, prompt_len:].any() and (types[:, :prompt_len] == 1).sum(1).min() > 0
     uninterrupted = {k: v.clone() for k, v in load_file(out / "checkpoint-2" / "model.safetensors").items()}
     start = load_file(policy / "model.safetensors")
     assert any(not torch.equal(start[k], uninterrupted[k]) for k in start), "GRPO changed nothing"
