@@ -36,6 +36,7 @@ from socioreasoner.images import MAX_IMAGE_PIXELS
 from socioreasoner.inference.evaluation import (
     compute_metrics,
     decoding,
+    percent,
     sample_record,
     visual_grid,
     write_reports,
@@ -282,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    overall = report["final"]["overall"]
-    print(f"gIoU {100 * overall['giou']:.1f}  cIoU {100 * overall['ciou']:.1f}  F1 {100 * overall['f1']:.1f}  "
-          f"(stage 1: gIoU {100 * report['stage1']['overall']['giou']:.1f})  n={report['num_samples']}  "
+    overall = report["final"]["overall"]  # F1 is None for a journal from before it was counted
+    print(f"gIoU {percent(overall['giou'])}  cIoU {percent(overall['ciou'])}  F1 {percent(overall['f1'])}  "
+          f"(stage 1: gIoU {percent(report['stage1']['overall']['giou'])})  n={report['num_samples']}  "
           f"-> {report['out']}/")
     return 0
 

@@ -108,7 +108,7 @@ def write_outputs(prediction: Prediction, out: Path, model: str, sam: str, geore
         if georef is not None:  # RFC 7946 GeoJSON (WGS84) + the GeoTIFF-CRS GeoPackage, as the scene writes
             record.update(write_georeferenced_mask(prediction.final.mask, georef, out, properties))
         else:
-            atomic_write_json(out / "mask.geojson", mask_to_geojson(prediction.final.mask, None, properties))
+            atomic_write_json(out / "mask.geojson", mask_to_geojson(prediction.final.mask, properties))
             record["geojson"] = {"file": "mask.geojson", "crs": None, "coordinates": "pixel"}
     atomic_write_json(out / "result.json", record)
     return record

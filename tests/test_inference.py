@@ -240,6 +240,23 @@ def test_evaluate_with_other_map_tiles_records_them_and_never_mixes_journals(tin
         evaluate(eval_config(tiny_models, toy_city, out, map_dir=str(tiles)), predictor=predictor)
 
 
+def test_a_journal_from_before_f1_finishes_with_a_dash_for_it(tiny_models, toy_city, tmp_path, predictor, capsys):
+    """Resuming a finished journal whose records have no instance counts: nothing is recomputed, metrics.json says
+    F1 null and the command's summary line shows a dash (not a crash on None)."""
+    out = tmp_path / "old"
+    evaluate(eval_config(tiny_models, toy_city, out), predictor=predictor)
+    journal = out / "per_sample.jsonl"
+    old = [{k: v for k, v in json.loads(line).items() if "instances_" not in k}
+           for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in old))
+    args = ["--model", str(tiny_models["qwen2_5_vl"]), "--sam", str(tiny_models["sam2"]), "--dataset", str(toy_city),
+            "--split", "val", "--out", str(out), "--device", "cpu", "--max-new-tokens", "24",
+            "--max-pixels", str(160 * 160)]
+    assert evaluate_module.main(args) == 0
+    assert " F1 –  " in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["final"]["overall"]["f1"] is None
+
+
 def test_torn_journal_line_is_ignored(tiny_models, toy_city, tmp_path, predictor):
     out = tmp_path / "torn"
     evaluate(eval_config(tiny_models, toy_city, out, max_samples=2), predictor=predictor)

@@ -27,8 +27,8 @@ from socioreasoner.method.rewards import (
 )
 
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
-              "stage1_union", "instances_tp", "instances_fp", "instances_fn", "num_gt", "num_stage1", "num_final", "stage1_format", "stage1_count", "stage1_box",
-              "stage2_format", "stage2_points", "seconds"]
+              "stage1_union", "instances_tp", "instances_fp", "instances_fn", "num_gt", "num_stage1", "num_final",
+              "stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points", "seconds"]
 
 
 
@@ -88,7 +88,8 @@ def _instances(record: dict, prefix: str) -> tuple[int, int, int] | None:
     return tuple(record[k] for k in keys) if all(k in record for k in keys) else None
 
 
-def _percent(value) -> str:
+def percent(value) -> str:
+    """A metric in percent with one decimal; a dash for one not measured (None, NaN)."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
@@ -103,7 +104,7 @@ def metrics_markdown(metrics: dict, meta: dict) -> str:
         final = final_groups[key]
         stage1 = metrics.get("stage1", {}).get(key, {})
         cells = [final.get(m) for m in ("giou", "ciou", "f1")] + [stage1.get(m) for m in ("giou", "ciou", "f1")]
-        lines.append(f"| {key} | {final['n']} | " + " | ".join(_percent(v) for v in cells) + " |")
+        lines.append(f"| {key} | {final['n']} | " + " | ".join(percent(v) for v in cells) + " |")
     lines += ["", "| reward component (mean) | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in metrics["rewards"].items()]
     return "\n".join(lines) + "\n"

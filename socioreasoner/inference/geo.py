@@ -95,13 +95,9 @@ def _ring(contour) -> list[tuple[float, float]]:
 PIXEL_CENTRES = "pixel (x right, y down, pixel centres at +0.5)"
 
 
-def mask_to_geojson(mask: np.ndarray, georef: Georef | None = None, properties: dict | None = None) -> dict:
-    """A FeatureCollection for the mask: RFC 7946 (WGS84 lon/lat, one MultiPolygon feature, none for an empty mask)
-    with a georeference, else one MultiPolygon feature in pixel coordinates."""
-    if georef is not None:
-        from socioreasoner.inference.scene_vectors import geojson_collection
-
-        return geojson_collection(mask_records(mask, georef, properties or {}), georef)
+def mask_to_geojson(mask: np.ndarray, properties: dict | None = None) -> dict:
+    """A FeatureCollection with one MultiPolygon feature for the mask, in pixel coordinates (a georeferenced mask:
+    `write_georeferenced_mask`)."""
     polygons = mask_polygons(mask)
     props = {"coordinates": PIXEL_CENTRES, **(properties or {})}
     return {"type": "FeatureCollection", "features": [{

@@ -10,7 +10,7 @@ from socioreasoner.method.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, c
 from socioreasoner.method.metrics import check_empty_rule
 from socioreasoner.method.pipeline import PromptSettings
 from socioreasoner.method.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
-from socioreasoner.method.rewards import check_gt_box_frame
+from socioreasoner.method.rewards import POINTS_IDEAL, check_gt_box_frame
 
 STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
 STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
@@ -53,7 +53,7 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "Weights of stage-1 format, count, box rewards."})
     stage2_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
         "help": "Weights of stage-2 format, points, mask IoU rewards."})
-    points_ideal: int = field(default=2, metadata={
+    points_ideal: int = field(default=POINTS_IDEAL, metadata={
         "help": "µ, the point count per object the stage-2 points reward peaks at (exp(-(n - µ)²/8)): 2 as the "
                 "reference; 1 or 3 for the paper's 1/2/3-point refinement ablation."})
 
