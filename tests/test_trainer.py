@@ -230,3 +230,17 @@ def test_one_update_moves_both_stages_toward_their_better_completions(trainer, m
     finally:
         trainer.model.load_state_dict(saved)
         trainer.model.zero_grad()
+
+
+def test_the_trainer_rewards_points_with_the_configured_peak(tiny_models, toy_city, tmp_path):
+    """`points_ideal` reaches the reward the trainer runs: a three-point answer scores 1 with µ = 3."""
+    qwen = str(tiny_models["qwen2_5_vl"])
+    args = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, sam_model="grabcut",
+                               num_generations=G, per_device_train_batch_size=2 * G, max_steps=1,
+                               max_pixels=160 * 160, report_to="none", points_ideal=3)
+    trainer = SocioReasonerTrainer(model=Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen), args=args,
+                                   train_dataset=load_socioseg(str(toy_city), "train").select(range(2)),
+                                   processing_class=load_qwen_processor(qwen))
+    (points,) = [f for f in trainer.reward_funcs if getattr(f, "__name__", "") == "stage2_points"]
+    text = '<think>t</think><answer>[{"bbox_2d": [0, 0, 9, 9], "points": [[1, 1], [2, 2], [3, 3]]}]</answer>'
+    assert points(None, [[{"role": "assistant", "content": text}]], stage=[2]) == [1.0]
