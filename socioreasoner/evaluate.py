@@ -155,6 +155,8 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
     config["parse"], config["coord_frame"] = settings.parse, settings.coords  # recorded resolved
     config["prompts"] = {"stage1_template": settings.stage1_template, "stage2_template": settings.stage2_template,
                          "stage2_boxes": settings.stage2_boxes}
+    if settings.single_stage:  # a single-stage checkpoint (its saved rollout): one generation, its own template
+        config["prompts"].update(rollout=settings.rollout, single_stage_template=settings.single_stage_template)
     out = Path(config["out"])
     prepare_out(out, config["overwrite"])
     journal = out / "per_sample.jsonl"
@@ -198,7 +200,7 @@ def evaluate(config: dict, predictor: Predictor | None = None) -> dict:
             "date": datetime.date.today().isoformat(), "temperature": config["temperature"],
             "decoding": decoding(config), "prompts": config["prompts"], "parse": config["parse"],
             "gt_box_frame": config["gt_box_frame"], "coord_frame": config["coord_frame"], "backend": config["backend"],
-            "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"],
+            "min_pixels": config["min_pixels"], "max_pixels": config["max_pixels"], "rollout": settings.rollout,
             "map_dir": config["map_dir"] and str(config["map_dir"])}
     report = write_reports(out, meta, metrics, records, config["compare_paper"])
     grid = visual_grid(dataset, records, out, config["grid_size"], config["seed"])

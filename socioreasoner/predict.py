@@ -84,6 +84,8 @@ def result_record(prediction: Prediction, model: str, sam: str, parse: str = "st
         "image_size": [sample.frame.orig_w, sample.frame.orig_h],
         "qwen_frame": [sample.frame.w, sample.frame.h],
         "coord_frame": sample.frame.coords,
+        # single_stage: one generation answered boxes + points; "stage1" then repeats the final answer
+        "rollout": "single_stage" if prediction.single_stage else "two_stage",
         "stage1": {**stage1, "boxes_qwen": prediction.stage1.boxes},
         "stage2": {**stage2, "objects_qwen": [{"box": o.box, "points": o.points}
                                               for o in prediction.final.parsed.objects]},

@@ -152,7 +152,7 @@ def test_advantages_are_group_normalised_within_each_stage(trainer, monkeypatch)
     rows, out, calls = two_stage_batch(trainer, monkeypatch)
     assert calls == [8, 8]                      # stage 1, then one stage-2 row per stage-1 completion
     assert out["prompt_ids"].shape[0] == 16     # both stages' rows are in the batch
-    assert trainer.stage_row_counts == {1: 8, 2: 8}
+    assert trainer.stage_row_counts == {1: 8, 2: 8, "single": 0}
 
     expected = expected_advantages(rows)
     assert torch.allclose(out["advantages"][:8], expected[:8], atol=1e-4)

@@ -25,6 +25,7 @@ from socioreasoner.method.rewards import (
     stage2_format_reward,
     stage2_points_reward,
 )
+from socioreasoner.method.single_stage_rewards import single_stage_format_reward
 
 CSV_FIELDS = ["id", "level", "problem", "iou", "stage1_iou", "intersection", "union", "stage1_intersection",
               "stage1_union", "instances_tp", "instances_fp", "instances_fn", "num_gt", "num_stage1", "num_final",
@@ -41,6 +42,19 @@ def decoding(config: dict) -> dict:
             "samples_per_query": 1}
 
 
+def _text_rewards(prediction, gt_boxes) -> dict:
+    """The text reward components of a prediction's completions (strict, as in training): stage 1's and stage 2's;
+    a single-stage prediction has no stage-1 ones (None) and its format is the single stage's."""
+    if prediction.single_stage:
+        return {"stage1_format": None, "stage1_count": None, "stage1_box": None,
+                "stage2_format": single_stage_format_reward(prediction.stage2_text),
+                "stage2_points": stage2_points_reward(prediction.stage2_text)}
+    stage1 = stage1_rewards(prediction.stage1_text, gt_boxes, prediction.sample.frame.pixels_per_unit)
+    return {"stage1_format": stage1["format"], "stage1_count": stage1["count"], "stage1_box": stage1["box"],
+            "stage2_format": stage2_format_reward(prediction.stage2_text, prediction.stage1.answer),
+            "stage2_points": stage2_points_reward(prediction.stage2_text)}
+
+
 def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "reference") -> dict:
     """Everything the report needs about one sample, as a flat JSON record; the reward components are the
     training rewards' (strict, as the reference), whatever parse gave SAM2 its prompts."""
@@ -51,7 +65,6 @@ def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "r
     s1_tp, s1_fp, s1_fn = instance_counts(prediction.stage1.mask, gt)
     gt_boxes = reward_gt_boxes(row["gt_boxes"], prediction.sample.frame, gt_box_frame)
     stage1_boxes = prediction.stage1.boxes
-    stage1 = stage1_rewards(prediction.stage1_text, gt_boxes, prediction.sample.frame.pixels_per_unit)
     return {
         "id": row["id"], "level": row["level"], "problem": row["problem"],
         "iou": iou_from_counts(inter, union, empty_rule), "stage1_iou": iou_from_counts(s1_inter, s1_union, empty_rule),
@@ -59,10 +72,7 @@ def sample_record(row: dict, prediction, empty_rule: str, gt_box_frame: str = "r
         "instances_tp": tp, "instances_fp": fp, "instances_fn": fn,
         "stage1_instances_tp": s1_tp, "stage1_instances_fp": s1_fp, "stage1_instances_fn": s1_fn,
         "num_gt": len(gt_boxes), "num_stage1": len(stage1_boxes), "num_final": len(prediction.final.parsed.objects),
-        "stage1_format": stage1["format"], "stage1_count": stage1["count"], "stage1_box": stage1["box"],
-        "stage2_format": stage2_format_reward(prediction.stage2_text, prediction.stage1.answer),
-        "stage2_points": stage2_points_reward(prediction.stage2_text),
-        "seconds": prediction.timings["total_s"],
+        **_text_rewards(prediction, gt_boxes), "seconds": prediction.timings["total_s"],
         "stage1_text": prediction.stage1_text, "stage2_text": prediction.stage2_text,
         "stage1_boxes": prediction.stage1.boxes_original, "final_objects": prediction.final.objects_original,
         "mask_file": f"masks/{safe_file_stem(row['id'])}.png",
@@ -76,10 +86,16 @@ def compute_metrics(records: list[dict], empty_rule: str) -> dict:
         acc.add_counts(r["level"], "final", r["intersection"], r["union"], _instances(r, ""))
         acc.add_counts(r["level"], "stage1", r["stage1_intersection"], r["stage1_union"], _instances(r, "stage1_"))
     summary = acc.summary()
-    summary["rewards"] = {key: float(np.mean([r[key] for r in records])) if records else math.nan
+    summary["rewards"] = {key: _mean([r.get(key) for r in records])
                           for key in ("stage1_format", "stage1_count", "stage1_box", "stage2_format", "stage2_points")}
     summary["num_samples"] = len(records)
     return summary
+
+
+def _mean(values) -> float | None:
+    """Mean of the values measured (a single-stage run has no stage-1 rewards: None); None when there are none."""
+    measured = [v for v in values if v is not None]
+    return float(np.mean(measured)) if measured else None
 
 
 def _instances(record: dict, prefix: str) -> tuple[int, int, int] | None:
@@ -106,14 +122,14 @@ def metrics_markdown(metrics: dict, meta: dict) -> str:
         cells = [final.get(m) for m in ("giou", "ciou", "f1")] + [stage1.get(m) for m in ("giou", "ciou", "f1")]
         lines.append(f"| {key} | {final['n']} | " + " | ".join(percent(v) for v in cells) + " |")
     lines += ["", "| reward component (mean) | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in metrics["rewards"].items()]
+    lines += [f"| {k} | {'–' if v is None else f'{v:.3f}'} |" for k, v in metrics["rewards"].items()]
     return "\n".join(lines) + "\n"
 
 
 def write_reports(out: Path, meta: dict, metrics: dict, records: list[dict], compare_paper: bool = False) -> dict:
     """metrics.json (with the paper-layout rows under "table"), metrics.md, table.md and per_sample.csv; returns
     what metrics.json holds."""
-    rows = run_rows(str(meta["model"]), metrics)
+    rows = run_rows(str(meta["model"]), metrics, single_stage=meta.get("rollout") == "single_stage")
     report = {**meta, **metrics, "table": {k: {level: list(v) for level, v in levels.items()}
                                            for k, levels in rows.items()}}
     atomic_write_json(out / "metrics.json", report)

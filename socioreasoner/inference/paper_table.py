@@ -2,8 +2,9 @@
 and All, each as cIoU / gIoU / F1 in percent (the paper's Table 1 layout), and the paper's published rows to put
 a run beside (SocioSeg test, Qwen2.5-VL-3B base; numbers as the paper prints them, SPEC *Published numbers*).
 
-A run gives two rows: its final masks, and its stage-1 (box-only) masks, which is the paper's "w/o refinement"
-ablation measured on the same completions."""
+A two-stage run gives two rows: its final masks, and its stage-1 (box-only) masks, which is the paper's "w/o
+refinement" ablation measured on the same completions. A single-stage run (the "w/o reflection" ablation, the SFT
+baseline) gives one."""
 
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ PAPER_ROWS = {
 }
 
 
-def run_rows(name: str, metrics: dict) -> dict[str, dict]:
-    """The table rows of one evaluation's metrics: `name` (final masks) and `name` + stage 1 only."""
+def run_rows(name: str, metrics: dict, single_stage: bool = False) -> dict[str, dict]:
+    """The table rows of one evaluation's metrics: `name` (final masks) and, for a two-stage run, `name` + stage 1
+    only."""
     rows = {}
-    for label, stage in ((name, "final"), (f"{name}, stage 1 only (w/o refinement)", "stage1")):
+    stages = [(f"{name} (single stage)", "final")] if single_stage else [
+        (name, "final"), (f"{name}, stage 1 only (w/o refinement)", "stage1")]
+    for label, stage in stages:
         groups = metrics.get(stage, {})
         rows[label] = {level: tuple(None if groups[level].get(m) is None else round(100 * groups[level][m], 1)
                                     for m in METRIC_ORDER)

@@ -26,6 +26,7 @@ from socioreasoner.method.pipeline import (
     Sample,
     Stage1Result,
     final_masks,
+    single_stage_result,
     stage_transition,
     with_images,
 )
@@ -67,6 +68,7 @@ class Prediction:
     stage2_text: str
     final: FinalResult
     timings: dict = field(default_factory=dict)
+    single_stage: bool = False  # one generation (`PromptSettings.rollout`): stage1 mirrors final, both texts are it
 
     @property
     def mask(self) -> np.ndarray:
@@ -186,7 +188,10 @@ class Predictor:
     def predict_stages(self, samples: list[Sample]):
         """`predict` step by step, for callers that show progress (the web app): yields the stage-1 results
         (`Stage1Result` per sample: think text, boxes, mask and the stage-2 drafts) once stage 1 is done, then
-        the list of `Prediction`s."""
+        the list of `Prediction`s. A single-stage rollout yields its answers in stage 1's shape, then the list."""
+        if self.settings.single_stage:
+            yield from self._predict_single_stage(samples)
+            return
         t0 = time.perf_counter()
         stage1_texts = self.generate([with_images(s.stage1_messages(self.settings), [s.map_qwen, s.sat_qwen])
                                       for s in samples])
@@ -208,3 +213,21 @@ class Predictor:
                    "total_s": (t4 - t0 - (t2_resume - t2)) * per_sample}
         yield [Prediction(s, a, r, b, f, dict(timings))
                for s, a, r, b, f in zip(samples, stage1_texts, stage1, stage2_texts, finals)]
+
+    def _predict_single_stage(self, samples: list[Sample]):
+        """`predict_stages` of a single-stage policy: one generation (boxes + points) -> SAM2 -> final masks."""
+        t0 = time.perf_counter()
+        texts = self.generate([with_images(s.first_messages(self.settings), [s.map_qwen, s.sat_qwen])
+                               for s in samples])
+        t1 = time.perf_counter()
+        embeddings = self.segmenter.encode([s.sat_image for s in samples])
+        finals = [final_masks(self.segmenter, emb, s, [text], self.settings)[0]
+                  for s, emb, text in zip(samples, embeddings, texts)]
+        as_stage1 = [single_stage_result(s, f, text) for s, f, text in zip(samples, finals, texts)]
+        t2 = time.perf_counter()
+        yield as_stage1
+        per_sample = 1 / len(samples)
+        timings = {"stage1_generate_s": (t1 - t0) * per_sample, "sam_and_render_s": (t2 - t1) * per_sample,
+                   "stage2_generate_s": 0.0, "total_s": (t2 - t0) * per_sample}
+        yield [Prediction(s, text, r, text, f, dict(timings), single_stage=True)
+               for s, text, r, f in zip(samples, texts, as_stage1, finals)]

@@ -31,6 +31,8 @@ from socioreasoner.method.frame import (
 )
 from socioreasoner.method.parsing import ParsedCompletion, draft_boxes, parse_for_sam
 from socioreasoner.method.prompts import (
+    SINGLE_STAGE,
+    SINGLE_STAGE_TEMPLATE,
     STAGE1_FIELDS,
     STAGE1_TEMPLATE,
     STAGE2_BOXES_MODES,
@@ -38,6 +40,7 @@ from socioreasoner.method.prompts import (
     STAGE2_TEMPLATE,
     answer_text,
     check_query,
+    check_rollout,
     check_template,
     stage1_prompt,
     stage2_prompt,
@@ -62,6 +65,10 @@ class PromptSettings:
     # (`models.backbones.resolve_frame`, `prompt_settings_for_model`), and Qwen2.5-VL's (absolute, 28) where no model is at hand
     coord_frame: str | None = None
     resize_factor: int | None = None
+    # `prompts.ROLLOUTS`: two stages (the method), or one answering boxes + points (the "w/o reflection" ablation,
+    # the SFT baseline), prompted with `single_stage_template`
+    rollout: str = "two_stage"
+    single_stage_template: str = SINGLE_STAGE_TEMPLATE
 
     @property
     def parse(self) -> str:
@@ -71,12 +78,18 @@ class PromptSettings:
     def __post_init__(self):
         check_template(self.stage1_template, STAGE1_FIELDS, "stage1_template")
         check_template(self.stage2_template, STAGE2_FIELDS, "stage2_template")
+        check_rollout(self.rollout)
+        check_template(self.single_stage_template, STAGE1_FIELDS, "single_stage_template")
         if self.stage2_boxes not in STAGE2_BOXES_MODES:
             raise ValueError(f"stage2_boxes {self.stage2_boxes!r}: expected one of {STAGE2_BOXES_MODES}")
         if self.coord_frame is not None:
             check_coord_frame(self.coord_frame)
         if self.resize_factor is not None and (not isinstance(self.resize_factor, int) or self.resize_factor < 1):
             raise ValueError(f"resize_factor {self.resize_factor!r}: expected a positive integer (patch x merge)")
+
+    @property
+    def single_stage(self) -> bool:
+        return self.rollout == SINGLE_STAGE
 
     @property
     def coords(self) -> str:
@@ -114,6 +127,14 @@ class Sample:
     def stage1_messages(self, settings: PromptSettings | None = None) -> list[dict]:
         template = (settings or PromptSettings()).stage1_template
         return stage1_prompt(self.query, self.frame.w, self.frame.h, template, self.frame.coords)
+
+    def first_messages(self, settings: PromptSettings | None = None) -> list[dict]:
+        """The prompt of the first generation: stage 1's, or the single stage's (`PromptSettings.rollout`)."""
+        settings = settings or PromptSettings()
+        if not settings.single_stage:
+            return self.stage1_messages(settings)
+        return stage1_prompt(self.query, self.frame.w, self.frame.h, settings.single_stage_template,
+                             self.frame.coords)
 
 
 @dataclass
@@ -159,6 +180,15 @@ def stage_transition(segmenter: SamSegmenter, embedding: ImageEmbedding, sample:
         result.messages = stage2_prompt(sample.query, frame.w, frame.h, boxes, settings.stage2_template, frame.coords)
         results.append(result)
     return results
+
+
+def single_stage_result(sample: Sample, final: FinalResult, completion: str) -> Stage1Result:
+    """A single-stage answer in stage 1's shape (its boxes, its mask, the undrawn images, no stage-2 prompt), so
+    that records, scenes and the app read one shape whatever the rollout; its stage-1 and final masks are one."""
+    boxes_original = [o["box"] for o in final.objects_original]
+    return Stage1Result(parsed=final.parsed, boxes=final.parsed.boxes, boxes_original=boxes_original,
+                        mask=final.mask, map_draft=sample.map_qwen, sat_draft=sample.sat_qwen,
+                        answer=answer_text(completion))
 
 
 def objects_to_original(parsed: ParsedCompletion, frame: QwenFrame) -> list[dict]:

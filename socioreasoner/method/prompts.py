@@ -65,6 +65,26 @@ list, one object per box, in the same order:
 Example: <think>The shaded mask misses the sports field of the school.</think><answer>\
 [{"bbox_2d": [35, 40, 210, 188], "points": [[80, 90], [150, 140]]}]</answer>"""
 
+# The paper's "w/o reflection" ablation: one stage that answers boxes and points at once. Neither the paper nor the
+# reference code gives its prompt; this one is the reference's stage-1 text asking for stage 2's answer schema (its
+# example with the closing `]` the reference's stage-2 example lacks). docs/reference_parity.md records the choice.
+SINGLE_STAGE_TEMPLATE = (
+    "You will be given two images. The first is a map and the second is a corresponding satellite image."
+    "Please find '{query}' with bboxs and points."
+    "Compare the difference between object(s) and find the most closely matched object(s)."
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags. "
+    "Please use English."
+    "Output the bbox(es) and some points inside each bbox in JSON format."
+    'i.e., <think>thinking process here </think><answer>[{"bbox_2d": [bx1,by1,bx2,by2], '
+    '"points": [[px1,py1],[px2,py2],[px3,py3]]}, {"bbox_2d": [bx3,by3,bx4,by4], '
+    '"points": [[px4,py4],[px5,py5],[px6,py6]]}]</answer>')
+# The paper's SFT baseline (its A.2.3): the single-stage task without chain-of-thought, the answer alone.
+SFT_BASELINE_TEMPLATE = (
+    "You will be given two images. The first is a map and the second is a corresponding satellite image."
+    "Please find '{query}' with bboxs and points."
+    "Output the final answer in <answer> </answer> tags, the bbox(es) and some points inside each bbox in JSON "
+    'format.i.e., <answer>[{"bbox_2d": [bx1,by1,bx2,by2], "points": [[px1,py1],[px2,py2],[px3,py3]]}]</answer>')
+
 STAGE1_TEMPLATE = REFERENCE_STAGE1_TEMPLATE
 STAGE2_TEMPLATE = REFERENCE_STAGE2_TEMPLATE
 PROMPT_STYLES = {
@@ -75,6 +95,11 @@ PROMPT_STYLES = {
 # reference; "" without an answer tag) — or "parsed" — the parsed boxes re-serialised (`format_boxes`), what
 # checkpoints saved before this choice existed were trained with.
 STAGE2_BOXES_MODES = ("answer", "parsed")
+# How a run reaches its final mask: the method's two stages (boxes, then boxes + points on the rendered draft), or
+# one stage answering boxes + points at once (`SINGLE_STAGE_TEMPLATE`: the paper's "w/o reflection" ablation and
+# its SFT baseline).
+TWO_STAGE, SINGLE_STAGE = "two_stage", "single_stage"
+ROLLOUTS = (TWO_STAGE, SINGLE_STAGE)
 
 # Appended to both stages' text for Qwen3-VL / Qwen3.5, which ground in relative coordinates (`frame.RELATIVE1000`);
 # the reference's templates (written for Qwen2.5-VL's pixels) say nothing of the frame.
@@ -174,15 +199,24 @@ def stage2_prompt(query: str, width: int, height: int, boxes, template: str = ST
         fill_template(template, query=query, width=width, height=height, boxes=text), coords))
 
 
+def check_rollout(value: str, name: str = "rollout") -> str:
+    if value not in ROLLOUTS:
+        raise ValueError(f"{name} {value!r}: expected one of {ROLLOUTS}")
+    return value
+
+
 def save_prompt_templates(directory: str | Path, stage1_template: str, stage2_template: str,
-                          stage2_boxes: str = "answer", coord_frame: str | None = None) -> Path:
-    """Record the templates (the stage-2 {boxes} mode, the coordinate frame) a checkpoint was trained with in
-    `directory/PROMPTS_FILE`."""
+                          stage2_boxes: str = "answer", coord_frame: str | None = None, rollout: str = TWO_STAGE,
+                          single_stage_template: str = SINGLE_STAGE_TEMPLATE) -> Path:
+    """Record the templates (the stage-2 {boxes} mode, the coordinate frame, and for a single-stage checkpoint its
+    rollout and template) a checkpoint was trained with in `directory/PROMPTS_FILE`."""
     from socioreasoner.io import atomic_write_json
 
     record = {"stage1_template": stage1_template, "stage2_template": stage2_template, "stage2_boxes": stage2_boxes}
     if coord_frame is not None:
         record["coord_frame"] = coord_frame
+    if rollout == SINGLE_STAGE:  # two-stage files keep their earlier shape
+        record.update(rollout=rollout, single_stage_template=single_stage_template)
     return atomic_write_json(Path(directory) / PROMPTS_FILE, record)
 
 
@@ -208,4 +242,11 @@ def load_prompt_templates(model: str | Path) -> dict[str, str] | None:
         if data["coord_frame"] not in ("absolute", "relative1000"):
             raise ValueError(f"{path}: coord_frame {data['coord_frame']!r}; expected 'absolute' or 'relative1000'")
         saved["coord_frame"] = data["coord_frame"]
+    if "rollout" in data:
+        saved["rollout"] = check_rollout(data["rollout"], f"{path}: rollout")
+        single = data.get("single_stage_template")
+        if not isinstance(single, str):
+            raise ValueError(f"{path}: a single_stage rollout needs a string field 'single_stage_template'")
+        check_template(single, STAGE1_FIELDS, f"{path}: single_stage_template")
+        saved["single_stage_template"] = single
     return saved

@@ -3,6 +3,7 @@
 
 Stage 1 (recognise) = format (0..2) + count (0..1) + box accuracy (-1..1).
 Stage 2 (refine)    = format (0..2) + points (0..1) + mask IoU (0..1).
+(The single stage of the "w/o reflection" ablation: `socioreasoner.method.single_stage_rewards`.)
 
 Each component reads the first `<answer>` block, stripped, with Python's strict `json.loads`
 (`parsing.answer_json`) and applies its own rule to the raw values: no single quotes, trailing

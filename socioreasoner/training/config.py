@@ -9,11 +9,19 @@ from trl import GRPOConfig
 from socioreasoner.method.frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_coord_frame
 from socioreasoner.method.metrics import check_empty_rule
 from socioreasoner.method.pipeline import PromptSettings
-from socioreasoner.method.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE
+from socioreasoner.method.prompts import (
+    SINGLE_STAGE,
+    SINGLE_STAGE_TEMPLATE,
+    STAGE1_TEMPLATE,
+    STAGE2_TEMPLATE,
+    TWO_STAGE,
+    check_rollout,
+)
 from socioreasoner.method.rewards import POINTS_IDEAL, check_gt_box_frame
 
 STAGE1_REWARD_NAMES = ("stage1_format", "stage1_count", "stage1_box")
 STAGE2_REWARD_NAMES = ("stage2_format", "stage2_points", "stage2_mask_iou")
+SINGLE_STAGE_REWARD_NAMES = ("single_format", "single_points", "single_mask_iou")
 
 
 @dataclass
@@ -28,6 +36,11 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "Train the language model only: no gradients into the vision encoder and merger."})
     stage1_template: str = field(default=STAGE1_TEMPLATE, metadata={"help": "Stage-1 prompt template."})
     stage2_template: str = field(default=STAGE2_TEMPLATE, metadata={"help": "Stage-2 prompt template."})
+    rollout: str = field(default=TWO_STAGE, metadata={
+        "help": "'two_stage' (the method) or 'single_stage': one generation answering boxes + points at once, "
+                "scored with stage 2's rewards less the box-keeping check (the paper's w/o-reflection ablation)."})
+    single_stage_template: str = field(default=SINGLE_STAGE_TEMPLATE, metadata={
+        "help": "The single stage's prompt template (rollout: single_stage)."})
     stage2_boxes: str = field(default="answer", metadata={
         "help": "Stage 2's {boxes}: 'answer' (the stage-1 completion's raw <answer> text, as the reference) or "
                 "'parsed' (the parsed boxes re-serialised)."})
@@ -52,14 +65,15 @@ class SocioReasonerConfig(GRPOConfig):
     stage1_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
         "help": "Weights of stage-1 format, count, box rewards."})
     stage2_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
-        "help": "Weights of stage-2 format, points, mask IoU rewards."})
+        "help": "Weights of stage-2 format, points, mask IoU rewards (and of the single stage's, which are alike)."})
     points_ideal: int = field(default=POINTS_IDEAL, metadata={
         "help": "µ, the point count per object the stage-2 points reward peaks at (exp(-(n - µ)²/8)): 2 as the "
                 "reference; 1 or 3 for the paper's 1/2/3-point refinement ablation."})
 
     def __post_init__(self):
         # the templates and the {boxes} mode, checked by the object the trainer builds from them
-        PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes)
+        PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes,
+                       rollout=check_rollout(self.rollout), single_stage_template=self.single_stage_template)
         check_empty_rule(self.empty_rule)
         check_gt_box_frame(self.gt_box_frame)
         if self.coord_frame is not None:
@@ -69,7 +83,8 @@ class SocioReasonerConfig(GRPOConfig):
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
         if self.reward_weights is None:
-            self.reward_weights = [*self.stage1_weights, *self.stage2_weights]
+            self.reward_weights = (list(self.stage2_weights) if self.rollout == SINGLE_STAGE
+                                   else [*self.stage1_weights, *self.stage2_weights])
         self.remove_unused_columns = False  # the reward functions read the dataset's columns
         super().__post_init__()
         span = self.steps_per_generation * self.num_iterations  # micro-steps one generation batch serves

@@ -19,6 +19,8 @@ from socioreasoner.method.frame import QwenFrame
 from socioreasoner.method.pipeline import PromptSettings, Sample, Stage1Result
 from socioreasoner.method.rewards import reward_gt_boxes
 
+SINGLE = "single"  # the `stage` of a single-stage rollout's rows (stage-1 and stage-2 rows carry 1 and 2)
+
 
 def training_row(record: dict, settings: PromptSettings, gt_box_frame: str = "reference") -> dict:
     """A stage-1 row from a `load_socioseg` record: Qwen-frame images, prompt, targets (`gt_boxes` in the
@@ -26,7 +28,7 @@ def training_row(record: dict, settings: PromptSettings, gt_box_frame: str = "re
     sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
     frame = sample.frame
     return {
-        "prompt": sample.stage1_messages(settings),
+        "prompt": sample.first_messages(settings),  # stage 1's, or the single stage's
         "images": [sample.map_qwen, sample.sat_qwen],
         "stage": 1,
         "id": record["id"],

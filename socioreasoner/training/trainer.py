@@ -14,6 +14,9 @@ One override, `_generate_and_score_completions`, read top to bottom:
 4. both stages' rows are joined into one batch (`stage_batch.concat_stage_outputs`) and TRL's
    loss trains on all of them.
 
+With `rollout: single_stage` (the paper's "w/o reflection" ablation) step 1 alone runs, on the
+single-stage prompt, scored with the single-stage rewards (SAM2 on its boxes + points).
+
 Why this shape: TRL 1.16's `_generate_and_score_completions` is the one method that owns
 generation, scoring and advantage computation for a list of rows; calling it once per stage
 keeps every TRL feature (vLLM colocate with sleep mode, KL, importance sampling, logging)
@@ -45,8 +48,14 @@ from socioreasoner.models.model_types import VLLM_FAMILIES, VLLM_POLICY_TYPES, m
 from socioreasoner.models.policy import skip_frozen_vision_backward
 from socioreasoner.models.segmenter import SamSegmenter
 from socioreasoner.training.checkpoints import load_model_weights, weight_files
-from socioreasoner.training.config import STAGE1_REWARD_NAMES, STAGE2_REWARD_NAMES, SocioReasonerConfig
+from socioreasoner.training.config import (
+    SINGLE_STAGE_REWARD_NAMES,
+    STAGE1_REWARD_NAMES,
+    STAGE2_REWARD_NAMES,
+    SocioReasonerConfig,
+)
 from socioreasoner.training.stage_batch import (
+    SINGLE,
     concat_stage_outputs,
     decode_completions,
     groups_by_sample,
@@ -54,7 +63,13 @@ from socioreasoner.training.stage_batch import (
     stage2_row,
     training_dataset,
 )
-from socioreasoner.training.trl_rewards import STAGE1_REWARDS, Stage2MaskIoU, Stage2Points, stage2_format
+from socioreasoner.training.trl_rewards import (
+    STAGE1_REWARDS,
+    Stage2MaskIoU,
+    Stage2Points,
+    single_format,
+    stage2_format,
+)
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -94,15 +109,20 @@ class SocioReasonerTrainer(GRPOTrainer):
         compact_scoring_on_cpu()
         load_cpu_index_locations()
         settings = PromptSettings(args.stage1_template, args.stage2_template, args.min_pixels, args.max_pixels,
-                                  args.stage2_boxes, args.lenient_parse, coord_frame=args.coord_frame)
+                                  args.stage2_boxes, args.lenient_parse, coord_frame=args.coord_frame,
+                                  rollout=args.rollout, single_stage_template=args.single_stage_template)
         config = policy_config(model)
         self.settings = resolve_frame(settings, config)  # the frame of the model's family
         check_generation_backend(config, args.use_vllm)
         warn_if_prompt_opens_think(processing_class, **(args.chat_template_kwargs or {}))
         self.segmenter = segmenter
         self._embeddings = {}
-        reward_funcs = [*STAGE1_REWARDS, stage2_format, Stage2Points(args.points_ideal),
-                        Stage2MaskIoU(self._final_mask_ious)]
+        if self.settings.single_stage:
+            reward_funcs = [single_format, Stage2Points(args.points_ideal, SINGLE),
+                            Stage2MaskIoU(self._final_mask_ious, SINGLE)]
+        else:
+            reward_funcs = [*STAGE1_REWARDS, stage2_format, Stage2Points(args.points_ideal),
+                            Stage2MaskIoU(self._final_mask_ious)]
         super().__init__(
             model=model, reward_funcs=reward_funcs, args=args, processing_class=processing_class,
             train_dataset=training_dataset(train_dataset, self.settings, args.gt_box_frame),
@@ -117,13 +137,14 @@ class SocioReasonerTrainer(GRPOTrainer):
             vllm_cpu.install(self.vllm_generation)  # on the CPU only: TRL's weight push cannot load there
         if skip_frozen_vision_backward(self.model):
             logger.info("vision tower: no trainable parameters; it runs without autograd")
-        self.stage_row_counts = {1: 0, 2: 0}  # rows each stage contributed to the loss (read by tests)
+        self.stage_row_counts = {1: 0, 2: 0, SINGLE: 0}  # rows each stage contributed to the loss (read by tests)
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         """Checkpoints and the final model also record the prompt templates (`PromptSettings.for_model`)."""
         super()._save(output_dir, state_dict=state_dict)
         save_prompt_templates(output_dir or self.args.output_dir, self.settings.stage1_template,
-                              self.settings.stage2_template, self.settings.stage2_boxes, self.settings.coord_frame)
+                              self.settings.stage2_template, self.settings.stage2_boxes, self.settings.coord_frame,
+                              self.settings.rollout, self.settings.single_stage_template)
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)
@@ -176,7 +197,7 @@ class SocioReasonerTrainer(GRPOTrainer):
         `reward_std`, `frac_reward_zero_std`, `completions/*`, `sampling/*`) would otherwise be averaged over
         both stages' calls. Per-component `rewards/*` are already per stage; `num_tokens` is a running total."""
         for key, values in list(self._mode_metrics().items()):
-            if key.startswith(("rewards/", "stage1/", "stage2/")) or key == "num_tokens":
+            if key.startswith(("rewards/", "stage1/", "stage2/", "single/")) or key == "num_tokens":
                 continue
             for value in values[before.get(key, 0):]:
                 self._metric_list(f"stage{stage}/{key}").append(value)
@@ -185,7 +206,7 @@ class SocioReasonerTrainer(GRPOTrainer):
         return iou_from_counts(*intersection_union(pred, gt), empty_rule=self.args.empty_rule)
 
     def _final_mask_ious(self, rows: list[dict], texts: list[str]) -> list[float]:
-        """Stage-2 reward: SAM2 on each completion's boxes + points, IoU with the GT mask."""
+        """Stage-2 (or single-stage) reward: SAM2 on each completion's boxes + points, IoU with the GT mask."""
         ious = [0.0] * len(rows)
         for start, end in groups_by_sample(rows):
             sample = sample_of(rows[start])
@@ -193,7 +214,7 @@ class SocioReasonerTrainer(GRPOTrainer):
             results = final_masks(self.segmenter, embedding, sample, texts[start:end], self.settings)
             for offset, result in enumerate(results):
                 ious[start + offset] = self._iou(result.mask, rows[start + offset]["gt_mask"])
-        self._log_stage_metric("stage2/mask_iou", ious)
+        self._log_stage_metric("single/mask_iou" if rows and rows[0]["stage"] == SINGLE else "stage2/mask_iou", ious)
         return ious
 
     def _stage2_rows(self, rows: list[dict], texts: list[str]) -> list[dict]:
@@ -231,7 +252,7 @@ class SocioReasonerTrainer(GRPOTrainer):
         all_advantages = self.accelerator.gather(advantages.detach()).tolist()
         if not self.accelerator.is_main_process:
             return
-        names = STAGE1_REWARD_NAMES if stage == 1 else STAGE2_REWARD_NAMES
+        names = {1: STAGE1_REWARD_NAMES, 2: STAGE2_REWARD_NAMES, SINGLE: SINGLE_STAGE_REWARD_NAMES}[stage]
         columns = [self.reward_func_names.index(name) for name in names]
         path = Path(self.args.output_dir) / ROLLOUTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +261,8 @@ class SocioReasonerTrainer(GRPOTrainer):
                              for row, advantage, rewards in zip(everything, all_advantages, self._last_rewards.tolist())))
 
     def _generate_and_score_completions(self, inputs):
+        if self.settings.single_stage:
+            return self._single_stage_rollout(inputs)
         self._embeddings = {}
         stage1_rows = [{**row, "stage": 1} for row in inputs]
         before = self._metric_lengths()
@@ -261,3 +284,13 @@ class SocioReasonerTrainer(GRPOTrainer):
         self._log_row_counts(len(stage1_rows), len(stage2_rows))
         self._embeddings = {}
         return concat_stage_outputs(stage1, stage2, self.processing_class.tokenizer.pad_token_id)
+
+    def _single_stage_rollout(self, inputs):
+        """The "w/o reflection" ablation: TRL generates and scores the single-stage rows; SAM2 runs in the reward."""
+        rows = [{**row, "stage": SINGLE} for row in inputs]
+        outputs = super()._generate_and_score_completions(rows)
+        if self.args.log_rollouts:
+            texts = decode_completions(self.processing_class, outputs["completion_ids"], outputs["completion_mask"])
+            self._journal_rollouts(SINGLE, rows, texts, outputs["advantages"])
+        self.stage_row_counts[SINGLE] += len(rows)
+        return outputs

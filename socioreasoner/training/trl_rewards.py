@@ -4,7 +4,9 @@ TRL calls every reward function on every row; a function returns `None` for rows
 stage, which TRL leaves out of the weighted sum and out of that function's logged mean — so
 each component gets its own curve (`rewards/stage1_format/mean`, …) for free. The weighted sum
 of a row's components is its stage reward; advantages are normalised within each stage's
-groups because the trainer scores the two stages in separate calls.
+groups because the trainer scores the two stages in separate calls. A single-stage run (the
+"w/o reflection" ablation) tags its rows `SINGLE` and scores them with `SINGLE_STAGE_REWARDS`:
+its format reward, and stage 2's points and mask IoU under their own names.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from socioreasoner.method.rewards import (
     stage2_format_reward,
     stage2_points_reward,
 )
-from socioreasoner.training.stage_batch import frame_of
+from socioreasoner.method.single_stage_rewards import single_stage_format_reward
+from socioreasoner.training.stage_batch import SINGLE, frame_of
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +76,21 @@ def stage2_format(prompts, completions, **columns):
         prompts, completions, **columns)
 
 
+def single_format(prompts, completions, **columns):
+    return _per_row(SINGLE, lambda text, row: single_stage_format_reward(text))(prompts, completions, **columns)
+
+
 class Stage2Points:
-    """The stage-2 points reward, peaking at `ideal` points per object (`points_ideal`; the reference's 2)."""
+    """The stage-2 points reward, peaking at `ideal` points per object (`points_ideal`; the reference's 2), on the
+    rows of `stage` (2, or `SINGLE` for the single-stage rollout, logged as `single_points`)."""
 
-    __name__ = "stage2_points"
-
-    def __init__(self, ideal: int = POINTS_IDEAL):
-        self.ideal = ideal
+    def __init__(self, ideal: int = POINTS_IDEAL, stage=2):
+        self.ideal, self.stage = ideal, stage
+        self.__name__ = "single_points" if stage == SINGLE else "stage2_points"
 
     def __call__(self, prompts, completions, **columns):
-        return _per_row(2, lambda text, row: stage2_points_reward(text, self.ideal))(prompts, completions, **columns)
+        return _per_row(self.stage, lambda text, row: stage2_points_reward(text, self.ideal))(
+            prompts, completions, **columns)
 
 
 stage2_points = Stage2Points()
@@ -92,17 +100,16 @@ class Stage2MaskIoU:
     """Stage-2 mask IoU: SAM2 segments each stage-2 completion's boxes + points (inside the reward path).
 
     `final_mask_ious(rows, texts) -> list[float]` is the trainer's, so SAM2 embeddings computed
-    for stage 1 are reused.
+    for stage 1 are reused. `stage`: 2, or `SINGLE` (the single stage's mask, logged as `single_mask_iou`).
     """
 
-    __name__ = "stage2_mask_iou"
-
-    def __init__(self, final_mask_ious):
-        self.final_mask_ious = final_mask_ious
+    def __init__(self, final_mask_ious, stage=2):
+        self.final_mask_ious, self.stage = final_mask_ious, stage
+        self.__name__ = "single_mask_iou" if stage == SINGLE else "stage2_mask_iou"
 
     def __call__(self, prompts, completions, **columns):
         stages = columns["stage"]
-        index = [i for i, s in enumerate(stages) if s == 2]
+        index = [i for i, s in enumerate(stages) if s == self.stage]
         out = [None] * len(completions)
         if not index:
             return out
