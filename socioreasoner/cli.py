@@ -22,7 +22,7 @@ COMMANDS = {
     "evaluate": ("socioreasoner.evaluate", "gIoU / cIoU per task level on a SocioSeg split (resumable journal)"),
     "app": ("socioreasoner.app", "the web app (Gradio): upload a pair, type a query, see both stages"),
     "demo": ("socioreasoner.demo", "offline toy-city run of the whole method: SFT, eval, two-stage GRPO, eval, predict"),
-    "sft": ("socioreasoner.training.sft", "SFT warm start on targets derived from the ground truth"),
+    "sft": ("socioreasoner.sft", "SFT on targets derived from the ground truth: the warm start, or the SFT baseline"),
     "diagnostics": ("socioreasoner.diagnostics", "does the policy use its images? (loss gap with shuffled images)"),
     "tiny": ("socioreasoner.models.tiny", "tiny random models of the real architectures (offline)"),
     "toy-city": ("socioreasoner.data.synthetic", "a synthetic dataset in the SocioSeg layout"),

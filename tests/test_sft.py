@@ -181,6 +181,7 @@ def test_stage2_drafts_can_show_the_segmenters_mask_as_at_inference(toy_city):
 
 
 def test_sft_command_line_builds_drafts_with_the_named_segmenter(tiny_models, toy_city, tmp_path, monkeypatch):
+    import socioreasoner.sft as command
     import socioreasoner.training.sft as sft
 
     seen = {}
@@ -190,7 +191,7 @@ def test_sft_command_line_builds_drafts_with_the_named_segmenter(tiny_models, to
         return out
 
     monkeypatch.setattr(sft, "run_sft", record_run)
-    sft.main(["--model", str(tiny_models["qwen2_5_vl"]), "--dataset", str(toy_city), "--out", str(tmp_path / "o"),
+    command.main(["--model", str(tiny_models["qwen2_5_vl"]), "--dataset", str(toy_city), "--out", str(tmp_path / "o"),
               "--max-pixels", str(160 * 160), "--points", "diagonal", "--draft-sam", "grabcut", "--device", "cpu"])
     settings = PromptSettings(max_pixels=160 * 160)
     from socioreasoner.models.grabcut import GrabCutSegmenter
@@ -201,4 +202,4 @@ def test_sft_command_line_builds_drafts_with_the_named_segmenter(tiny_models, to
     assert all(np.array_equal(np.asarray(a[1]), np.asarray(b[1]))
                for a, b in zip(seen["examples"]["images"], expected["images"]))
     with pytest.raises(SystemExit):
-        sft.main(["--model", "m", "--dataset", str(toy_city), "--out", "o", "--points", "centre"])
+        command.main(["--model", "m", "--dataset", str(toy_city), "--out", "o", "--points", "centre"])

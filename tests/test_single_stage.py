@@ -223,3 +223,95 @@ def test_evaluating_a_single_stage_checkpoint_gives_one_row_and_its_own_format_r
     table = (tmp_path / "eval" / "table.md").read_text()
     assert "(single stage)" in table and "w/o refinement" not in table
     assert "| stage1_format | – |" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+# ---------- the SFT baseline and single-stage SFT ----------
+
+def baseline_settings(**extra):
+    from socioreasoner.method.prompts import SFT_BASELINE_TEMPLATE
+
+    return PromptSettings(max_pixels=160 * 160, rollout=SINGLE_STAGE, single_stage_template=SFT_BASELINE_TEMPLATE,
+                          **extra)
+
+
+def test_sft_baseline_targets_are_the_gt_boxes_with_three_points_on_the_mask(toy_city):
+    from socioreasoner.data.targets import mask_to_array
+    from socioreasoner.method.parsing import parse_strict
+    from socioreasoner.training.sft import qwen_frame_targets
+    from socioreasoner.training.sft_single_stage import SINGLE_STAGE_REASONING, single_stage_examples
+
+    data = load_socioseg(str(toy_city), "train")
+    settings = baseline_settings()
+    examples = single_stage_examples(data, settings, seed=0)
+    assert len(examples) == len(data)
+    for record, completion, prompt in zip(data, examples["completion"], examples["prompt"]):
+        text = completion[0]["content"]
+        assert text.startswith("<answer>") and "<think>" not in text               # no chain-of-thought
+        assert "Output the final answer in <answer>" in prompt[0]["content"][2]["text"]
+        sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
+        mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))
+        parsed = parse_strict(text)
+        assert [o.box for o in parsed.objects] == [[float(v) for v in b] for b in boxes]
+        for obj in parsed.objects:
+            assert len(obj.points) == 3 and len({tuple(p) for p in obj.points}) == 3
+            x1, y1, x2, y2 = obj.box
+            assert all(x1 < x < x2 and y1 < y < y2 and mask_q[int(y), int(x)] for x, y in obj.points)
+    other_seed = single_stage_examples(data, settings, seed=1)["completion"]
+    assert other_seed != examples["completion"]                                    # the points are random
+    with_think = single_stage_examples(data, PromptSettings(max_pixels=160 * 160, rollout=SINGLE_STAGE), seed=0,
+                                       num_points=2, reasoning=SINGLE_STAGE_REASONING)
+    text = with_think["completion"][0][0]["content"]
+    assert single_stage_format_reward(text) == 2.0 and stage2_points_reward(text) == 1.0
+    with pytest.raises(ValueError, match="rollout is two_stage"):
+        single_stage_examples(data, PromptSettings())
+
+
+def test_the_sft_baseline_recipe_builds_baseline_examples(tiny_models, toy_city, tmp_path, monkeypatch, capsys):
+    import socioreasoner.sft as command
+    import socioreasoner.training.sft as sft
+    from socioreasoner.method.prompts import SFT_BASELINE_TEMPLATE
+    from socioreasoner.training.sft_single_stage import single_stage_examples
+
+    seen = {}
+
+    def record_run(model, examples, out, **kwargs):
+        seen.update(examples=examples, out=out, **kwargs)
+        return out
+
+    monkeypatch.setattr(sft, "run_sft", record_run)
+    tiny = ["--model", str(tiny_models["qwen2_5_vl"]), "--dataset", str(toy_city), "--out", str(tmp_path / "o"),
+            "--device", "cpu", "--no-bf16", "--max-pixels", str(160 * 160)]
+    command.main(["--config", "recipes/sft_baseline.yaml", *tiny, "--steps", "3"])
+    assert seen["settings"].single_stage and seen["settings"].single_stage_template == SFT_BASELINE_TEMPLATE
+    assert (seen["max_steps"], seen["use_cpu"], seen["bf16"], seen["learning_rate"]) == (3, True, False, 1e-5)
+    expected = single_stage_examples(load_socioseg(str(toy_city), "train"), baseline_settings(), seed=42)
+    assert seen["examples"]["completion"] == expected["completion"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout: single_stage\nthinking: false\n")
+    for argv, message in ((["--config", str(bad), *tiny], "unknown option"), (tiny[2:], "missing --model"),
+                          ([*tiny, "--no-think"], "--no-think is for --rollout single_stage")):
+        with pytest.raises(SystemExit):
+            command.main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_an_sft_baseline_trains_and_evaluates_in_one_generation(tiny_models, toy_city, tmp_path, monkeypatch):
+    import socioreasoner.sft as command
+
+    out = tmp_path / "baseline"
+    command.main(["--model", str(tiny_models["qwen2_5_vl"]), "--dataset", str(toy_city), "--out", str(out),
+                  "--rollout", "single_stage", "--no-think", "--steps", "2", "--lr", "1e-3", "--batch-size", "2",
+                  "--max-pixels", str(160 * 160)])
+    assert prompt_settings_for_model(out).single_stage
+    calls = []
+    generate = Predictor.generate
+
+    def counted(self, messages):
+        calls.append(len(messages))
+        return generate(self, messages)
+
+    monkeypatch.setattr(Predictor, "generate", counted)
+    report = evaluate({"model": str(out), "sam": "grabcut", "dataset": str(toy_city), "split": "val",
+                       "out": str(tmp_path / "eval"), "device": "cpu", "max_new_tokens": 8, "max_pixels": 160 * 160,
+                       "max_samples": 2, "batch_size": 2})
+    assert calls == [2] and report["rollout"] == SINGLE_STAGE

@@ -2,6 +2,9 @@
 
     python -m socioreasoner.sft --model runs/tiny/qwen2_5_vl --dataset runs/toy_city --out runs/sft --steps 200
 
+(The command line is `socioreasoner.sft`; single-stage targets, the paper's SFT baseline among them, are
+`socioreasoner.training.sft_single_stage`.)
+
 Targets come from the ground truth: stage 1 answers the GT boxes (from the mask's components,
 in the Qwen frame); stage 2 sees a draft rendered from those boxes (with the GT mask, or with
 the mask a segmenter makes from them, as at inference: `--draft-sam`) and answers the same
@@ -13,7 +16,6 @@ only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -177,7 +179,7 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
 
 def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps: int = 200,
             learning_rate: float = 2e-3, batch_size: int = 4, use_cpu: bool = True, seed: int = 0,
-            freeze_vision: bool = False, settings: PromptSettings | None = None) -> Path:
+            freeze_vision: bool = False, settings: PromptSettings | None = None, bf16: bool = False) -> Path:
     """SFT the Qwen2.5-VL at `model_path` on `examples`; writes model + processor to `out_dir`.
 
     `freeze_vision`: train the language model only (see `policy.freeze_vision_tower`).
@@ -198,7 +200,7 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     args = SFTConfig(
         output_dir=out_dir, max_steps=max_steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
         lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20), logging_steps=max(1, max_steps // 10),
-        save_strategy="no", report_to="none", use_cpu=use_cpu, bf16=False, seed=seed, max_length=None,
+        save_strategy="no", report_to="none", use_cpu=use_cpu, bf16=bf16, seed=seed, max_length=None,
         completion_only_loss=True, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": False},
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=examples, processing_class=processor)
@@ -207,53 +209,8 @@ def run_sft(model_path: str, examples: datasets.Dataset, out_dir: str, max_steps
     processor.save_pretrained(out_dir)
     if settings is not None:
         save_prompt_templates(out_dir, settings.stage1_template, settings.stage2_template, settings.stage2_boxes,
-                              settings.coord_frame)
+                              settings.coord_frame, settings.rollout, settings.single_stage_template)
     return Path(out_dir)
-
-
-def main(argv=None) -> None:
-    from socioreasoner.data import load_socioseg
-
-    parser = argparse.ArgumentParser(description="SFT warm start on GT-derived stage-1/stage-2 targets.")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--min-pixels", type=int, default=PromptSettings.min_pixels)
-    parser.add_argument("--max-pixels", type=int, default=PromptSettings.max_pixels)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--freeze-vision", action="store_true", help="train the language model only")
-    parser.add_argument("--points", choices=["random", "diagonal"], default="random",
-                        help="stage-2 target points: random on the target, or deterministic along the box diagonal")
-    parser.add_argument("--draft-sam", help="draw each stage-2 draft with this segmenter's mask, as at inference "
-                        "(a SAM2 id or path, or 'grabcut'); default: the GT mask")
-    parser.add_argument("--draft-noise", type=float, default=0.0,
-                        help="share of stage-2 examples on an imperfect draft whose boxes the target keeps")
-    parser.add_argument("--device", default=None, help="device of --draft-sam (default: cuda if available)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    from socioreasoner.models.backbones import resolve_frame
-    from socioreasoner.models.model_types import model_config
-
-    settings = resolve_frame(PromptSettings(min_pixels=args.min_pixels, max_pixels=args.max_pixels),
-                             model_config(args.model))  # the model family's coordinate frame
-    segmenter = None
-    if args.draft_sam:
-        from socioreasoner.models.grabcut import make_segmenter
-
-        segmenter = make_segmenter(args.draft_sam, device=args.device)
-    examples = sft_examples(load_socioseg(args.dataset, args.split), settings, seed=args.seed, points=args.points,
-                            draft_noise=args.draft_noise, segmenter=segmenter)
-    run_sft(args.model, examples, args.out, max_steps=args.steps, learning_rate=args.lr,
-            batch_size=args.batch_size, seed=args.seed, freeze_vision=args.freeze_vision, settings=settings)
-    print(f"SFT model written to {args.out}")
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = ["STAGE1_REASONING", "component_points", "diagonal_points", "noisy_draft", "run_sft", "sft_examples",
