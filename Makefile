@@ -13,7 +13,7 @@ VLLM_LOCK ?= requirements/lock-vllm.txt
 PIP_VERSION := 26.3
 CONSTRAIN = $(if $(LOCK),-c $(LOCK))
 
-.PHONY: install test test-slow test-all lint demo tiny toy-data eval eval-toy clean vllm-venv test-vllm \
+.PHONY: install test test-slow test-all lint demo paper-table-toy tiny toy-data eval eval-toy clean vllm-venv test-vllm \
 	lock lock-vllm lock-check lock-check-vllm
 
 $(BIN)/activate:
@@ -70,6 +70,10 @@ test-vllm: vllm-venv
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.demo --out runs/demo $(ARGS)
+
+# every row of the paper's results and ablation tables on the toy city with the tiny models (toy numbers), one table.md
+paper-table-toy: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m socioreasoner.paper_table_toy --out runs/paper_table_toy $(ARGS)
 
 lint: install
 	$(BIN)/ruff check socioreasoner tests tests_vllm benchmarks experiments recipes scripts

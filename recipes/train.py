@@ -34,7 +34,13 @@ import torch
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from socioreasoner.data import SOCIOSEG_HUB_ID, load_socioseg
-from socioreasoner.method.prompts import STAGE1_TEMPLATE, STAGE2_TEMPLATE, load_prompt_templates
+from socioreasoner.method.prompts import (
+    SINGLE_STAGE_TEMPLATE,
+    STAGE1_TEMPLATE,
+    STAGE2_TEMPLATE,
+    TWO_STAGE,
+    load_prompt_templates,
+)
 from socioreasoner.models.backbones import POLICY_TYPES, load_policy
 from socioreasoner.models.grabcut import GRABCUT
 from socioreasoner.models.model_types import SAM2_TYPES, check_model_type
@@ -60,13 +66,17 @@ class ScriptArguments:
 
 def use_checkpoint_templates(training_args: SocioReasonerConfig, model: str) -> None:
     """Templates the recipe leaves at their defaults come from the starting checkpoint, if it saved any
-    (e.g. an SFT warm start trained with its own prompts)."""
+    (e.g. an SFT warm start trained with its own prompts), and so does a single-stage rollout."""
     saved = load_prompt_templates(model) or {}
     for name, default in (("stage1_template", STAGE1_TEMPLATE), ("stage2_template", STAGE2_TEMPLATE),
-                          ("stage2_boxes", "answer")):
+                          ("stage2_boxes", "answer"), ("rollout", TWO_STAGE),
+                          ("single_stage_template", SINGLE_STAGE_TEMPLATE)):
         if name in saved and getattr(training_args, name) == default and saved[name] != default:
             logger.info("%s: the one saved with %s", name, model)
-            setattr(training_args, name, saved[name])
+            if name == "rollout":
+                training_args.set_rollout(saved[name])  # and the reward weights for its reward functions
+            else:
+                setattr(training_args, name, saved[name])
     if training_args.coord_frame is None and saved.get("coord_frame"):  # the frame its targets were written in
         training_args.coord_frame = saved["coord_frame"]
 

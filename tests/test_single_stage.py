@@ -315,3 +315,17 @@ def test_an_sft_baseline_trains_and_evaluates_in_one_generation(tiny_models, toy
                        "out": str(tmp_path / "eval"), "device": "cpu", "max_new_tokens": 8, "max_pixels": 160 * 160,
                        "max_samples": 2, "batch_size": 2})
     assert calls == [2] and report["rollout"] == SINGLE_STAGE
+
+
+def test_grpo_from_a_single_stage_checkpoint_keeps_its_rollout_and_template(train_script, tmp_path):
+    cfg = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+    assert len(cfg.reward_weights) == 6
+    defaults = PromptSettings()
+    save_prompt_templates(tmp_path, defaults.stage1_template, defaults.stage2_template, rollout=SINGLE_STAGE,
+                          single_stage_template="{query}: boxes and points, please")
+    train_script.use_checkpoint_templates(cfg, str(tmp_path))
+    assert cfg.rollout == SINGLE_STAGE and cfg.single_stage_template == "{query}: boxes and points, please"
+    assert cfg.reward_weights == [1.0, 1.0, 1.0]  # one weight per single-stage reward function
+    given = SocioReasonerConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, reward_weights=[2.0] * 6)
+    given.set_rollout(SINGLE_STAGE)
+    assert given.reward_weights == [2.0] * 6  # given weights are the user's: TRL then names the mismatch

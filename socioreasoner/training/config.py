@@ -70,6 +70,20 @@ class SocioReasonerConfig(GRPOConfig):
         "help": "µ, the point count per object the stage-2 points reward peaks at (exp(-(n - µ)²/8)): 2 as the "
                 "reference; 1 or 3 for the paper's 1/2/3-point refinement ablation."})
 
+    def rollout_reward_weights(self) -> list[float]:
+        """TRL's reward_weights for the rollout's reward functions: both stages' weights, or the single stage's."""
+        if self.rollout == SINGLE_STAGE:
+            return list(self.stage2_weights)
+        return [*self.stage1_weights, *self.stage2_weights]
+
+    def set_rollout(self, rollout: str) -> None:
+        """Change the rollout after construction (to a starting checkpoint's), with the reward weights derived
+        for it unless they were given."""
+        derived = self.reward_weights == self.rollout_reward_weights()
+        self.rollout = check_rollout(rollout)
+        if derived:
+            self.reward_weights = self.rollout_reward_weights()
+
     def __post_init__(self):
         # the templates and the {boxes} mode, checked by the object the trainer builds from them
         PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes,
@@ -83,8 +97,7 @@ class SocioReasonerConfig(GRPOConfig):
         if len(self.stage1_weights) != 3 or len(self.stage2_weights) != 3:
             raise ValueError("stage1_weights and stage2_weights take 3 numbers each")
         if self.reward_weights is None:
-            self.reward_weights = (list(self.stage2_weights) if self.rollout == SINGLE_STAGE
-                                   else [*self.stage1_weights, *self.stage2_weights])
+            self.reward_weights = self.rollout_reward_weights()
         self.remove_unused_columns = False  # the reward functions read the dataset's columns
         super().__post_init__()
         span = self.steps_per_generation * self.num_iterations  # micro-steps one generation batch serves
