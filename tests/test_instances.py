@@ -92,3 +92,23 @@ def test_a_journal_from_before_f1_reports_no_f1_not_a_wrong_one(tmp_path):
         del old[key]
     metrics = compute_metrics([old, record("name", 5, 10, 1, 0, 0)], "one")
     assert metrics["final"]["name"]["f1"] is None and metrics["final"]["name"]["giou"] == 0.5
+
+
+def test_several_evaluations_combine_into_one_paper_table(tmp_path, capsys):
+    from socioreasoner.inference.evaluation import compute_metrics, write_reports
+    from socioreasoner.inference.paper_table import main
+
+    meta = {"num_samples": 2, "dataset": "toy", "split": "val", "date": "2026-12-08", "empty_rule": "one"}
+    two_stage = compute_metrics([record("name", 5, 10, 1, 0, 0), record("name", 10, 10, 1, 0, 0)], "one")
+    single = compute_metrics([record("name", 2, 10, 0, 1, 1)], "one")
+    write_reports(tmp_path / "a", {**meta, "model": "runs/a"}, two_stage, [])
+    write_reports(tmp_path / "b", {**meta, "model": "runs/b", "rollout": "single_stage"}, single, [])
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--compare-paper", "--out", str(tmp_path / "t.md")]) == 0
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    labels = [line.split(" | ")[0].lstrip("| ") for line in lines[2:] if line.startswith("| ")]
+    assert labels[:3] == ["runs/a", "runs/a, stage 1 only (w/o refinement)", "runs/b (single stage)"]
+    assert any(label.startswith("SocioReasoner (paper") for label in labels)
+    assert next(line for line in lines if line.startswith("| runs/a |")).split(" | ")[1:4] == ["75.0", "75.0", "100.0"]
+    capsys.readouterr()
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "missing/metrics.json: cannot read" in capsys.readouterr().err

@@ -49,3 +49,54 @@ def table_markdown(rows: dict[str, dict], note: str = "") -> str:
             cells += ["–" if v is None else f"{v:.1f}" for v in values]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+
+
+def rows_of_evaluations(eval_dirs) -> dict[str, dict]:
+    """The paper-layout rows that evaluations wrote (`metrics.json`'s `table`), in the order given; a one-line
+    ValueError for a folder without them."""
+    import json
+    from pathlib import Path
+
+    rows = {}
+    for directory in map(Path, eval_dirs):
+        path = directory / "metrics.json"
+        try:
+            table = json.loads(path.read_text()).get("table")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read an evaluation's metrics ({type(err).__name__})") from None
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: no 'table' rows (written by socioreasoner.evaluate since F1 was added)")
+        rows.update({label: {level: tuple(v) for level, v in levels.items()} for label, levels in table.items()})
+    return rows
+
+
+def main(argv=None) -> int:
+    """`python -m socioreasoner.inference.paper_table EVAL_DIR... [--compare-paper] [--out table.md]`: one table of
+    several evaluations' rows (e.g. the paper's ablations, each evaluated on its own)."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m socioreasoner.inference.paper_table", description=main.__doc__)
+    parser.add_argument("evaluations", nargs="+", help="output folders of socioreasoner.evaluate")
+    parser.add_argument("--compare-paper", action="store_true", help="add the paper's published rows")
+    parser.add_argument("--out", help="write the table here (default: print it)")
+    args = parser.parse_args(argv)
+    try:
+        rows = rows_of_evaluations(args.evaluations)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.compare_paper:
+        rows.update(PAPER_ROWS)
+    text = table_markdown(rows, "Rows from " + ", ".join(args.evaluations) + ".")
+    if args.out:
+        from socioreasoner.io import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
