@@ -105,3 +105,34 @@ def test_after_a_push_vllm_samples_from_the_trained_weights(trained, start_polic
     # and the weights moved far enough for a stale engine to show: the starting policy gives other log-probs
     start = load_policy(str(start_policy), dtype=torch.float32).eval()
     assert completion_logps_gap(start, encoded, completion, logprobs) > 10 * FP32_TOLERANCE
+
+
+def test_the_single_stage_rollout_generates_through_vllm(sft_policy, tiny_models, toy_city, fp32_engine, tmp_path):
+    """`rollout: single_stage` (the w/o-reflection ablation) under vLLM colocate: one vLLM call per step with
+    [map, satellite] per prompt, no HF generate, vLLM sampling what the trainer scores."""
+    from socioreasoner.training.stage_batch import SINGLE
+
+    path = str(sft_policy)
+    args = SocioReasonerConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, sam_model=str(tiny_models["sam2"]), rollout="single_stage",
+        num_generations=G, per_device_train_batch_size=2 * G, max_completion_length=64, max_steps=1,
+        learning_rate=1e-3, beta=0.0, max_pixels=160 * 160, report_to="none", logging_steps=1, save_strategy="no",
+        seed=0, temperature=1.0, top_k=0, top_p=1.0, use_vllm=True, vllm_mode="colocate", vllm_max_model_length=1024,
+        vllm_importance_sampling_correction=True)
+    data = load_socioseg(str(toy_city), "train").select(range(2))
+    trainer = SocioReasonerTrainer(model=load_policy(path, dtype=torch.float32), args=args, train_dataset=data,
+                                   processing_class=load_qwen_processor(path))
+    calls = []
+    generate = trainer.vllm_generation.generate
+
+    def counting_generate(prompts, images, *rest, **kwargs):
+        calls.append((len(prompts), {len(imgs) for imgs in images}))
+        return generate(prompts, images, *rest, **kwargs)
+
+    trainer.vllm_generation.generate = counting_generate
+    trainer.model.generate = lambda *a, **k: pytest.fail("HF generate ran under use_vllm")
+    trainer.train()
+    assert calls == [(2 * G, {2})] and trainer.stage_row_counts == {1: 0, 2: 0, SINGLE: 2 * G}
+    (entry,) = [h for h in trainer.state.log_history if "loss" in h]
+    assert entry["sampling/sampling_logp_difference/mean"] < LOGP_DIFFERENCE_BOUND, entry
+    assert "rewards/single_format/mean" in entry and "single/mask_iou" in entry

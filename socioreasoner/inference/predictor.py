@@ -172,6 +172,10 @@ class Predictor:
         out = self.model.generate(**inputs, **self.generation, pad_token_id=self.processor.tokenizer.pad_token_id)
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
+    def _generate_first(self, samples: list[Sample]) -> list[str]:
+        """The first generation of a batch: stage 1's prompt, or the single stage's, on [map, satellite]."""
+        return self.generate([with_images(s.first_messages(self.settings), [s.map_qwen, s.sat_qwen]) for s in samples])
+
     def predict_scene(self, map_path, sat_path, query: str, out, **options):
         """Segment `query` over a whole scene of any size (tiled; `scene.SceneOptions` lists the options:
         tile, overlap, batch_size, resize_map, map_resampling, overview_side, overwrite, progress) and write its
@@ -193,8 +197,7 @@ class Predictor:
             yield from self._predict_single_stage(samples)
             return
         t0 = time.perf_counter()
-        stage1_texts = self.generate([with_images(s.stage1_messages(self.settings), [s.map_qwen, s.sat_qwen])
-                                      for s in samples])
+        stage1_texts = self._generate_first(samples)
         t1 = time.perf_counter()
         embeddings = self.segmenter.encode([s.sat_image for s in samples])
         stage1 = [stage_transition(self.segmenter, emb, s, [text], self.settings)[0]
@@ -217,8 +220,7 @@ class Predictor:
     def _predict_single_stage(self, samples: list[Sample]):
         """`predict_stages` of a single-stage policy: one generation (boxes + points) -> SAM2 -> final masks."""
         t0 = time.perf_counter()
-        texts = self.generate([with_images(s.first_messages(self.settings), [s.map_qwen, s.sat_qwen])
-                               for s in samples])
+        texts = self._generate_first(samples)
         t1 = time.perf_counter()
         embeddings = self.segmenter.encode([s.sat_image for s in samples])
         finals = [final_masks(self.segmenter, emb, s, [text], self.settings)[0]

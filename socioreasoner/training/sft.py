@@ -78,6 +78,13 @@ def qwen_frame_targets(sample: Sample, gt_mask: np.ndarray) -> tuple[np.ndarray,
     return mask_q, mask_to_boxes(mask_q, min_area=MIN_COMPONENT_AREA)
 
 
+def sample_and_targets(record: dict, settings: PromptSettings) -> tuple[Sample, np.ndarray, list[list[int]]]:
+    """A `load_socioseg` record as a `Sample`, with its GT mask and component boxes in the Qwen frame."""
+    sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
+    mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))  # resized pixels
+    return sample, mask_q, boxes
+
+
 def noisy_draft(boxes: list[list[int]], width: int, height: int, rng: np.random.Generator) -> list[list[int]]:
     """A plausible imperfect stage-1 answer made from the GT `boxes`: one box moved to a random
     place in the frame (same size), one box dropped (when there are several), or one extra box (a
@@ -144,9 +151,8 @@ def sft_examples(dataset, settings: PromptSettings | None = None, seed: int = 0,
     rng = np.random.default_rng(seed)
     rows = {"prompt": [], "completion": [], "images": []}
     for record in dataset:
-        sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
+        sample, mask_q, boxes = sample_and_targets(record, settings)
         frame = sample.frame
-        mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))  # resized pixels
         if 1 in stages:
             rows["prompt"].append(sample.stage1_messages(settings))
             rows["completion"].append([{"role": "assistant", "content": stage1_target(

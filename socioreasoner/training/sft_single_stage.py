@@ -17,9 +17,8 @@ import json
 import datasets
 import numpy as np
 
-from socioreasoner.data.targets import mask_to_array
-from socioreasoner.method.pipeline import PromptSettings, Sample
-from socioreasoner.training.sft import component_points, qwen_frame_targets
+from socioreasoner.method.pipeline import PromptSettings
+from socioreasoner.training.sft import component_points, sample_and_targets
 
 BASELINE_POINTS = 3  # the paper's SFT baseline: 3 random points inside the mask
 SINGLE_STAGE_REASONING = "The map marks where {query} is; I box each separate region and mark points inside it."
@@ -44,9 +43,8 @@ def single_stage_examples(dataset, settings: PromptSettings, seed: int = 0, num_
     rng = np.random.default_rng(seed)
     rows = {"prompt": [], "completion": [], "images": []}
     for record in dataset:
-        sample = Sample.from_images(record["problem"], record["map_image"], record["sat_image"], settings)
+        sample, mask_q, boxes = sample_and_targets(record, settings)
         frame = sample.frame
-        mask_q, boxes = qwen_frame_targets(sample, mask_to_array(record["mask_label"]))  # resized pixels
         points = [[frame.pixels_to_model(p) for p in component_points(mask_q, b, rng, num_points)] for b in boxes]
         think = None if reasoning is None else reasoning.format(query=sample.query)
         rows["prompt"].append(sample.first_messages(settings))
