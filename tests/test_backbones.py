@@ -327,7 +327,7 @@ def test_sft_grpo_evaluate_predict_on_cpu(family, tiny_qwen3, tiny_models, toy_c
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses and all(math.isfinite(v) for v in losses)
-    assert trainer.stage_row_counts == {1: 8, 2: 8}
+    assert trainer.stage_row_counts == {1: 8, 2: 8, "single": 0}
     # and with completions whose rewards vary: the parameters move
     scripted = grpo_trainer(sft, tiny_models, toy_city, tmp_path / "grpo2", True, monkeypatch)
     before = {k: v.detach().clone() for k, v in scripted.model.named_parameters()}
