@@ -17,7 +17,9 @@
     accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/train.py \
         --config recipes/socioreasoner_3b_4gpu_zero3.yaml
 
-Any YAML field can be overridden on the command line (`--learning_rate 5e-7`).
+Any YAML field can be overridden on the command line (`--learning_rate 5e-7`). The paper's ablations are such
+overrides: `--rollout single_stage` (w/o reflection: one answer with boxes and points) and `--points_ideal 1|3`
+(1/3-point refinement); docs/evaluation.md, *The paper's tables*.
 Resume: `--resume_from_checkpoint true` continues from the newest complete `checkpoint-N` in
 `output_dir` (or starts fresh if there is none); a path resumes from that checkpoint. Weights,
 optimiser, scheduler and RNG states are restored; a checkpoint left partial by a killed save is
