@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=True,
                         help="single stage: open the target with a <think> sentence; --no-think is the paper's SFT "
                              "baseline (the answer alone, prompted with prompts.SFT_BASELINE_TEMPLATE)")
-    parser.add_argument("--num-points", type=int, default=BASELINE_POINTS,
-                        help="single stage: random points inside the mask per box (the baseline's 3)")
+    parser.add_argument("--num-points", type=int,
+                        help=f"single stage: random points inside the mask per box (default {BASELINE_POINTS}, the "
+                             "baseline's)")
     parser.add_argument("--points", choices=["random", "diagonal"], default="random",
                         help="stage-2 target points: random on the target, or deterministic along the box diagonal")
     parser.add_argument("--draft-sam", help="draw each stage-2 draft with this segmenter's mask, as at inference "
@@ -80,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"{first.config}: cannot read ({type(err).__name__})")
         if not isinstance(loaded, dict):
             parser.error(f"{first.config}: expected a mapping of options")
-        known = {action.dest for action in parser._actions} - {"help", "config"}
+        known = set(vars(parser.parse_args([]))) - {"config"}
         unknown = sorted(set(loaded) - known)
         if unknown:
             parser.error(f"{first.config}: unknown option(s) {unknown}; known: {sorted(known)}")
@@ -91,6 +92,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"missing {', '.join(missing)} (on the command line or in --config)")
     if args.rollout == TWO_STAGE and not args.think:
         parser.error("--no-think is for --rollout single_stage (the two-stage targets keep the reference's <think>)")
+    if args.rollout == TWO_STAGE and args.num_points is not None:
+        parser.error("--num-points is for --rollout single_stage (stage-2 targets have two points per box)")
+    two_stage_only = [flag for flag, given in (("--draft-sam", args.draft_sam), ("--draft-noise", args.draft_noise),
+                                               ("--points diagonal", args.points != "random")) if given]
+    if args.rollout == SINGLE_STAGE and two_stage_only:
+        parser.error(f"{', '.join(two_stage_only)}: for the two-stage targets (their stage-2 drafts), not "
+                     "--rollout single_stage")
+    args.num_points = BASELINE_POINTS if args.num_points is None else args.num_points
     return args
 
 

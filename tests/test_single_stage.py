@@ -289,7 +289,9 @@ def test_the_sft_baseline_recipe_builds_baseline_examples(tiny_models, toy_city,
     bad = tmp_path / "bad.yaml"
     bad.write_text("rollout: single_stage\nthinking: false\n")
     for argv, message in ((["--config", str(bad), *tiny], "unknown option"), (tiny[2:], "missing --model"),
-                          ([*tiny, "--no-think"], "--no-think is for --rollout single_stage")):
+                          ([*tiny, "--no-think"], "--no-think is for --rollout single_stage"),
+                          ([*tiny, "--num-points", "2"], "--num-points is for --rollout single_stage"),
+                          ([*tiny, "--rollout", "single_stage", "--draft-sam", "grabcut"], "--draft-sam: for the two")):
         with pytest.raises(SystemExit):
             command.main(argv)
         assert message in capsys.readouterr().err
