@@ -87,7 +87,7 @@ class SocioReasonerConfig(GRPOConfig):
     def __post_init__(self):
         # the templates and the {boxes} mode, checked by the object the trainer builds from them
         PromptSettings(self.stage1_template, self.stage2_template, stage2_boxes=self.stage2_boxes,
-                       rollout=check_rollout(self.rollout), single_stage_template=self.single_stage_template)
+                       rollout=self.rollout, single_stage_template=self.single_stage_template)
         check_empty_rule(self.empty_rule)
         check_gt_box_frame(self.gt_box_frame)
         if self.coord_frame is not None:

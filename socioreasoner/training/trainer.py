@@ -63,13 +63,7 @@ from socioreasoner.training.stage_batch import (
     stage2_row,
     training_dataset,
 )
-from socioreasoner.training.trl_rewards import (
-    STAGE1_REWARDS,
-    Stage2MaskIoU,
-    Stage2Points,
-    single_format,
-    stage2_format,
-)
+from socioreasoner.training.trl_rewards import rollout_reward_functions
 
 logger = logging.getLogger(__name__)
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -117,12 +111,7 @@ class SocioReasonerTrainer(GRPOTrainer):
         warn_if_prompt_opens_think(processing_class, **(args.chat_template_kwargs or {}))
         self.segmenter = segmenter
         self._embeddings = {}
-        if self.settings.single_stage:
-            reward_funcs = [single_format, Stage2Points(args.points_ideal, SINGLE),
-                            Stage2MaskIoU(self._final_mask_ious, SINGLE)]
-        else:
-            reward_funcs = [*STAGE1_REWARDS, stage2_format, Stage2Points(args.points_ideal),
-                            Stage2MaskIoU(self._final_mask_ious)]
+        reward_funcs = rollout_reward_functions(self.settings.single_stage, args.points_ideal, self._final_mask_ious)
         super().__init__(
             model=model, reward_funcs=reward_funcs, args=args, processing_class=processing_class,
             train_dataset=training_dataset(train_dataset, self.settings, args.gt_box_frame),

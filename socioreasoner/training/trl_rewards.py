@@ -5,8 +5,8 @@ stage, which TRL leaves out of the weighted sum and out of that function's logge
 each component gets its own curve (`rewards/stage1_format/mean`, …) for free. The weighted sum
 of a row's components is its stage reward; advantages are normalised within each stage's
 groups because the trainer scores the two stages in separate calls. A single-stage run (the
-"w/o reflection" ablation) tags its rows `SINGLE` and scores them with `SINGLE_STAGE_REWARDS`:
-its format reward, and stage 2's points and mask IoU under their own names.
+"w/o reflection" ablation) tags its rows `SINGLE` and scores them with its format reward and
+stage 2's points and mask IoU under their own names; `rollout_reward_functions` gives either set.
 """
 
 from __future__ import annotations
@@ -122,3 +122,11 @@ class Stage2MaskIoU:
 
 STAGE1_REWARDS = (stage1_format, stage1_count, stage1_box)
 STAGE2_TEXT_REWARDS = (stage2_format, stage2_points)
+
+
+def rollout_reward_functions(single_stage: bool, points_ideal: int, final_mask_ious) -> list:
+    """The reward functions of a run, in the order of its `reward_weights` (`SocioReasonerConfig
+    .rollout_reward_weights`): the two stages' six, or the single stage's three."""
+    if single_stage:
+        return [single_format, Stage2Points(points_ideal, SINGLE), Stage2MaskIoU(final_mask_ious, SINGLE)]
+    return [*STAGE1_REWARDS, stage2_format, Stage2Points(points_ideal), Stage2MaskIoU(final_mask_ious)]
